@@ -1,0 +1,51 @@
+/* kafka_source.h -- consumes the CloudStack topic in a consumer group, one message at a time.
+ * Must not: interpret messages; it hands out bytes with their position and tracks offsets. */
+#ifndef CSPDNS_KAFKA_SOURCE_H
+#define CSPDNS_KAFKA_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "settings.h"
+
+struct kafka_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key; /* NULL when the record has no key */
+    size_t key_len;
+    const char *payload;
+    size_t len;
+    void *handle; /* the librdkafka message; owned until kafka_source_done/_retry */
+};
+
+struct kafka_source;
+
+/* Builds the consumer from KAFKA_* settings (KAFKA_CFG_* override the defaults: offsets committed
+ * only for processed messages, auto.offset.reset=earliest) and subscribes to KAFKA_TOPIC.
+ * A property librdkafka rejects fails with err naming the KAFKA_CFG_ variable. */
+int kafka_source_new(const struct settings *s, struct kafka_source **out, char *err, size_t errlen);
+
+/* Checks the consumer configuration without connecting; err names the bad KAFKA_ variable. */
+int kafka_source_check_config(const struct settings *s, char *err, size_t errlen);
+
+/* Waits up to timeout_ms for the next message. Returns 1 (m filled), 0 (none yet), or -1 when the
+ * consumer hit a fatal error (err says which); the caller then stops. */
+int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg *m, char *err,
+                      size_t errlen);
+
+/* The message was applied or judged unusable: its offset+1 becomes committable. Releases m. */
+void kafka_source_done(struct kafka_source *ks, struct kafka_msg *m);
+
+/* The message must be processed again: rewinds its partition to it and pauses that partition for
+ * backoff_ms (other partitions keep flowing). Later messages of the partition that were already
+ * fetched are dropped until it comes back, so nothing past it is ever committed. Releases m. */
+void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backoff_ms);
+
+/* Partitions currently assigned to this instance. */
+int kafka_source_assigned(const struct kafka_source *ks);
+
+/* Commits what is committable, leaves the group and frees everything. NULL is a no-op. */
+void kafka_source_close(struct kafka_source *ks);
+
+#endif

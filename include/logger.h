@@ -1,0 +1,27 @@
+/* logger.h -- one line per outcome on stderr, logfmt style, with the Kafka position when known.
+ * Must not: format secrets; callers pass no API keys, signatures or passwords to it. */
+#ifndef CSPDNS_LOGGER_H
+#define CSPDNS_LOGGER_H
+
+#include <stdint.h>
+
+typedef enum { LOG_LVL_DEBUG = 0, LOG_LVL_INFO = 1, LOG_LVL_WARN = 2, LOG_LVL_ERROR = 3 } log_level;
+
+/* "debug", "info", "warn", "error" -> level; -1 for anything else. */
+int log_level_parse(const char *s);
+void log_set_level(log_level lvl);
+int log_enabled(log_level lvl);
+
+/* Writes: ts=<UTC ISO-8601 ms> level=<lvl> mod=<module> msg="<formatted>"
+ * The message is quoted and escaped so each call is exactly one line. */
+void log_msg(log_level lvl, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Same, with pos=<topic>/<partition>@<offset> before msg. */
+void log_at(log_level lvl, const char *module, const char *topic, int32_t partition,
+            int64_t offset, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Continuation lines (a Lua traceback): each input line is logged with the same prefix. */
+void log_lines(log_level lvl, const char *module, const char *text);
+
+#endif

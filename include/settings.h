@@ -1,0 +1,77 @@
+/* settings.h -- every setting cs-pdns reads, parsed and checked from the environment.
+ * Must not: open connections or read files other than secrets; it only parses and validates. */
+#ifndef CSPDNS_SETTINGS_H
+#define CSPDNS_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct settings_kv {
+    char *key;   /* librdkafka property name, e.g. "session.timeout.ms" */
+    char *value;
+};
+
+enum policy_on_error { POLICY_ON_ERROR_SKIP = 0, POLICY_ON_ERROR_RETRY = 1 };
+
+struct settings {
+    /* Kafka */
+    char *kafka_bootstrap;          /* KAFKA_BOOTSTRAP */
+    char *kafka_topic;              /* KAFKA_TOPIC */
+    char *kafka_group;              /* KAFKA_GROUP */
+    struct settings_kv *kafka_cfg;  /* KAFKA_CFG_<PROPERTY>, in environment order */
+    size_t kafka_cfg_n;
+    /* CloudStack */
+    char *cs_endpoint;              /* CS_ENDPOINT, http(s)://host[:port]/client/api */
+    char *cs_api_key;               /* CS_API_KEY */
+    char *cs_secret_key;            /* CS_SECRET_KEY */
+    int cs_timeout_ms;              /* CS_TIMEOUT (seconds, default 10) */
+    bool cs_verify_tls;             /* CS_VERIFY_TLS (default true) */
+    char *cs_ca_file;               /* CS_CA_FILE (optional) */
+    /* PowerDNS database */
+    char *mysql_host;               /* MYSQL_PDNS_HOST */
+    int mysql_port;                 /* MYSQL_PDNS_PORT (default 3306) */
+    char *mysql_name;               /* MYSQL_PDNS_NAME */
+    char *mysql_user;               /* MYSQL_PDNS_USER */
+    char *mysql_password;           /* MYSQL_PDNS_PASSWORD */
+    /* Naming (passed to the policy) */
+    int dns_ttl;                    /* DNS_RECORD_TTL (default 60) */
+    char *dns_common_zone;          /* DNS_COMMON_ZONE (optional) */
+    bool dns_add_to_common_zone;    /* DNS_ADD_TO_COMMON_ZONE (default false) */
+    /* Policy */
+    char *policy_file;              /* POLICY_FILE; NULL = the built-in default policy */
+    long policy_max_instructions;   /* POLICY_MAX_INSTRUCTIONS (default 10000000) */
+    int policy_timeout_ms;          /* POLICY_TIMEOUT_MS (default 5000) */
+    int policy_max_memory_mb;       /* POLICY_MAX_MEMORY_MB (default 64) */
+    enum policy_on_error policy_on_error; /* POLICY_ON_ERROR=skip|retry (default skip) */
+    int max_records_per_vm;         /* MAX_RECORDS_PER_VM (default 1000) */
+    /* Daemon */
+    int log_level;                  /* LOG_LEVEL=debug|info|warn|error (default info) */
+    int retry_max_backoff_ms;       /* RETRY_MAX_BACKOFF_MS (default 30000) */
+};
+
+/* What a subcommand needs; settings_check reports the first missing one. */
+enum {
+    SETTINGS_NEED_KAFKA = 1 << 0,
+    SETTINGS_NEED_CLOUDSTACK = 1 << 1,
+    SETTINGS_NEED_MYSQL = 1 << 2,
+};
+
+/* Reads every setting from envp (a NULL-terminated "NAME=value" array, as environ) and applies
+ * defaults. A present but invalid value fails here, whatever the subcommand.
+ * Returns 0, or -1 with err = one line "NAME: what is wrong (what is expected)". */
+int settings_load(struct settings *s, char *const *envp, char *err, size_t errlen);
+
+/* Checks that the settings in need are present. Returns 0, or -1 with err naming the variable. */
+int settings_check(const struct settings *s, int need, char *err, size_t errlen);
+
+void settings_free(struct settings *s);
+
+/* The documented settings (name, default, meaning), for --help. NULL-terminated. */
+struct settings_doc {
+    const char *name;
+    const char *def;
+    const char *meaning;
+};
+extern const struct settings_doc settings_docs[];
+
+#endif

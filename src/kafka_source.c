@@ -1,0 +1,348 @@
+/* kafka_source.c -- the librdkafka consumer: group membership, offsets, rewinds for retries.
+ * Must not: parse payloads or commit an offset the pipeline has not finished with. */
+#include "kafka_source.h"
+
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "logger.h"
+
+/* A partition waiting to redeliver the message at offset; paused until resume_ms. */
+struct rewind {
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+    long long resume_ms;
+    int paused;
+};
+
+struct kafka_source {
+    rd_kafka_t *rk;
+    struct rewind *rewinds;
+    size_t nrewinds;
+    int assigned;
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    log_level lvl = level <= 3 ? LOG_LVL_ERROR : level <= 4 ? LOG_LVL_WARN
+                                                 : level <= 6 ? LOG_LVL_INFO
+                                                              : LOG_LVL_DEBUG;
+    log_msg(lvl, "kafka", "%s: %s", fac, buf);
+}
+
+static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    /* Transport errors are retried by librdkafka itself; only fatal ones stop us (see poll). */
+    log_msg(code == RD_KAFKA_RESP_ERR__FATAL ? LOG_LVL_ERROR : LOG_LVL_WARN, "kafka", "%s: %s",
+            rd_kafka_err2name((rd_kafka_resp_err_t)code), reason);
+}
+
+static void forget_rewinds(struct kafka_source *ks, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (size_t i = 0; i < ks->nrewinds;) {
+        int hit = 0;
+        for (int j = 0; parts && j < parts->cnt; j++)
+            hit |= strcmp(parts->elems[j].topic, ks->rewinds[i].topic) == 0 &&
+                   parts->elems[j].partition == ks->rewinds[i].partition;
+        if (parts && !hit) {
+            i++;
+            continue;
+        }
+        free(ks->rewinds[i].topic);
+        ks->rewinds[i] = ks->rewinds[--ks->nrewinds];
+    }
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct kafka_source *ks = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        log_msg(LOG_LVL_INFO, "kafka", "assigned %d partition(s)", parts->cnt);
+        if (cooperative) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e) {
+                log_msg(LOG_LVL_ERROR, "kafka", "incremental assign: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+            ks->assigned += parts->cnt;
+        } else {
+            rd_kafka_assign(rk, parts);
+            ks->assigned = parts->cnt;
+        }
+        return;
+    }
+    log_msg(LOG_LVL_INFO, "kafka", "revoked %d partition(s)", parts->cnt);
+    /* Commit what we finished before another member takes these partitions over. */
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_msg(LOG_LVL_WARN, "kafka", "commit on revoke: %s", rd_kafka_err2str(cerr));
+    forget_rewinds(ks, parts);
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e)
+            rd_kafka_error_destroy(e);
+        ks->assigned -= parts->cnt;
+    } else {
+        rd_kafka_assign(rk, NULL);
+        ks->assigned = 0;
+    }
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, const char *env,
+                    char *err, size_t errlen)
+{
+    char why[512];
+    if (rd_kafka_conf_set(conf, key, value, why, sizeof why) == RD_KAFKA_CONF_OK)
+        return 0;
+    snprintf(err, errlen, "%s: %s", env, why);
+    return -1;
+}
+
+/* Builds the consumer configuration; shared by kafka_source_check_config so a bad property is
+ * reported at start-up, before anything connects. */
+static rd_kafka_conf_t *build_conf(const struct settings *s, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char env[300];
+    /* Offsets are stored by kafka_source_done only, then committed in the background and on
+     * close: a message is never committed before its change reached the database. */
+    static const char *const defaults[][2] = {
+        {"enable.auto.commit", "true"},    {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"}, {"client.id", "cs-pdns"},
+        {"fetch.wait.max.ms", "100"},      {"log.connection.close", "false"},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (conf_set(conf, defaults[i][0], defaults[i][1], "built-in default", err, errlen))
+            goto fail;
+    if (conf_set(conf, "bootstrap.servers", s->kafka_bootstrap, "KAFKA_BOOTSTRAP", err, errlen) ||
+        conf_set(conf, "group.id", s->kafka_group, "KAFKA_GROUP", err, errlen))
+        goto fail;
+    for (size_t i = 0; i < s->kafka_cfg_n; i++) {
+        snprintf(env, sizeof env, "KAFKA_CFG_%s", s->kafka_cfg[i].key);
+        for (char *p = env + 10; *p; p++)
+            *p = *p == '.' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        if (conf_set(conf, s->kafka_cfg[i].key, s->kafka_cfg[i].value, env, err, errlen))
+            goto fail;
+    }
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int kafka_source_check_config(const struct settings *s, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = build_conf(s, err, errlen);
+    if (!conf)
+        return -1;
+    rd_kafka_conf_destroy(conf);
+    return 0;
+}
+
+int kafka_source_new(const struct settings *s, struct kafka_source **out, char *err, size_t errlen)
+{
+    struct kafka_source *ks = calloc(1, sizeof *ks);
+    if (!ks) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    rd_kafka_conf_t *conf = build_conf(s, err, errlen);
+    if (!conf)
+        goto fail;
+    rd_kafka_conf_set_opaque(conf, ks);
+    char why[512];
+    ks->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!ks->rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(err, errlen, "Kafka consumer: %s", why);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(ks->rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, s->kafka_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t rerr = rd_kafka_subscribe(ks->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (rerr) {
+        snprintf(err, errlen, "KAFKA_TOPIC: cannot subscribe to %s: %s", s->kafka_topic,
+                 rd_kafka_err2str(rerr));
+        goto fail;
+    }
+    *out = ks;
+    return 0;
+fail:
+    if (ks->rk)
+        rd_kafka_destroy(ks->rk);
+    free(ks);
+    return -1;
+}
+
+static void set_paused(struct kafka_source *ks, struct rewind *r, int pause)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, r->topic, r->partition);
+    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(ks->rk, l)
+                                  : rd_kafka_resume_partitions(ks->rk, l);
+    if (e)
+        log_msg(LOG_LVL_WARN, "kafka", "%s %s/%" PRId32 ": %s", pause ? "pause" : "resume",
+                r->topic, r->partition, rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+    r->paused = pause;
+}
+
+static struct rewind *find_rewind(struct kafka_source *ks, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < ks->nrewinds; i++)
+        if (ks->rewinds[i].partition == partition && strcmp(ks->rewinds[i].topic, topic) == 0)
+            return &ks->rewinds[i];
+    return NULL;
+}
+
+int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg *m, char *err,
+                      size_t errlen)
+{
+    long long now = now_ms(), deadline = now + timeout_ms;
+    for (;;) {
+        long long wait = deadline - now;
+        for (size_t i = 0; i < ks->nrewinds; i++) {
+            struct rewind *r = &ks->rewinds[i];
+            if (r->paused && r->resume_ms <= now)
+                set_paused(ks, r, 0);
+            else if (r->paused && r->resume_ms - now < wait)
+                wait = r->resume_ms - now;
+        }
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(ks->rk, wait > 0 ? (int)wait : 0);
+        now = now_ms();
+        if (!msg) {
+            if (now >= deadline)
+                return 0;
+            continue;
+        }
+        if (msg->err) {
+            if (msg->err == RD_KAFKA_RESP_ERR__FATAL) {
+                char why[512];
+                rd_kafka_fatal_error(ks->rk, why, sizeof why);
+                snprintf(err, errlen, "Kafka fatal error: %s", why);
+                rd_kafka_message_destroy(msg);
+                return -1;
+            }
+            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_msg(LOG_LVL_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            if (now >= deadline)
+                return 0;
+            continue;
+        }
+        const char *topic = rd_kafka_topic_name(msg->rkt);
+        struct rewind *r = find_rewind(ks, topic, msg->partition);
+        if (r) {
+            /* Fetched before the rewind took effect: it comes again after the retried one. */
+            if (msg->offset != r->offset) {
+                rd_kafka_message_destroy(msg);
+                continue;
+            }
+            free(r->topic);
+            *r = ks->rewinds[--ks->nrewinds];
+        }
+        m->topic = topic;
+        m->partition = msg->partition;
+        m->offset = msg->offset;
+        m->key = msg->key;
+        m->key_len = msg->key_len;
+        m->payload = msg->payload ? msg->payload : "";
+        m->len = msg->len;
+        m->handle = msg;
+        return 1;
+    }
+}
+
+void kafka_source_done(struct kafka_source *ks, struct kafka_msg *m)
+{
+    rd_kafka_message_t *msg = m->handle;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, m->topic, m->partition)->offset = m->offset + 1;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(ks->rk, l);
+    if (e)
+        log_at(LOG_LVL_WARN, "kafka", m->topic, m->partition, m->offset, "store offset: %s",
+               rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_message_destroy(msg);
+    m->handle = NULL;
+}
+
+void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backoff_ms)
+{
+    rd_kafka_message_t *msg = m->handle;
+    struct rewind *r = find_rewind(ks, m->topic, m->partition);
+    if (!r) {
+        struct rewind *grown = realloc(ks->rewinds, (ks->nrewinds + 1) * sizeof *grown);
+        char *topic = strdup(m->topic);
+        if (!grown || !topic) {
+            /* Without bookkeeping we cannot filter: better to fail loudly than skip. */
+            log_msg(LOG_LVL_ERROR, "kafka", "out of memory while rewinding; aborting");
+            abort();
+        }
+        ks->rewinds = grown;
+        r = &ks->rewinds[ks->nrewinds++];
+        r->topic = topic;
+        r->partition = m->partition;
+        r->paused = 0;
+    }
+    r->offset = m->offset;
+    r->resume_ms = now_ms() + backoff_ms;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, m->topic, m->partition)->offset = m->offset;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(ks->rk, l, 5000);
+    if (e) {
+        log_at(LOG_LVL_WARN, "kafka", m->topic, m->partition, m->offset, "rewind: %s",
+               rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (l->elems[0].err) {
+        log_at(LOG_LVL_WARN, "kafka", m->topic, m->partition, m->offset, "rewind: %s",
+               rd_kafka_err2str(l->elems[0].err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    set_paused(ks, r, 1);
+    rd_kafka_message_destroy(msg);
+    m->handle = NULL;
+}
+
+int kafka_source_assigned(const struct kafka_source *ks)
+{
+    return ks->assigned;
+}
+
+void kafka_source_close(struct kafka_source *ks)
+{
+    if (!ks)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_commit(ks->rk, NULL, 0);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_msg(LOG_LVL_WARN, "kafka", "final commit: %s", rd_kafka_err2str(e));
+    e = rd_kafka_consumer_close(ks->rk);
+    if (e)
+        log_msg(LOG_LVL_WARN, "kafka", "leaving the group: %s", rd_kafka_err2str(e));
+    rd_kafka_destroy(ks->rk);
+    forget_rewinds(ks, NULL);
+    free(ks->rewinds);
+    free(ks);
+}

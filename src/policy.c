@@ -1,0 +1,1310 @@
+/* policy.c -- the C<->Lua boundary: sandboxed state, capped allocator, limit hook, host API, and
+ * the checks that turn records(vm, ctx)'s answer into struct dns_record. Must not: write DNS,
+ * touch Kafka, or reach CloudStack other than through the cs_call callback it is handed. */
+#include "policy.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "embedded_lua.h"
+#include "logger.h"
+
+/* Defaults for limits a caller leaves at 0; the same as the documented settings defaults. */
+#define DEFAULT_MAX_INSTRUCTIONS 10000000L
+#define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_MAX_MEMORY_MB 64
+#define DEFAULT_MAX_RECORDS 1000
+
+#define HOOK_EVERY 1000             /* instructions between limit checks */
+#define MAX_SOURCE_BYTES (4u << 20) /* policy files and modules; larger is surely a mistake */
+#define CS_MAX_PARAMS 64
+#define LABEL_MAX 64 /* declared name or version, truncated for logs */
+
+/* Registry keys: the addresses are unique, the values unused. */
+static const char KEY_POLICY = 'p';  /* the table the policy file returned */
+static const char KEY_CACHE = 'c';   /* cs.call answers of the current records() call */
+static const char KEY_MODULES = 'm'; /* require()d modules of this state */
+static const char KEY_LOADING = 'l'; /* module name -> call number while its chunk runs */
+#define REPLY_MT "cspdns.cs_reply"
+
+enum trip { TRIP_NONE = 0, TRIP_INSTRUCTIONS, TRIP_DEADLINE, TRIP_MEMORY };
+
+struct policy {
+    lua_State *L;
+    /* configuration, owned copies */
+    char *path;      /* NULL for the built-in policy */
+    char *dir;       /* where require() looks; NULL for the built-in policy */
+    char *chunkname; /* "@path" or "=policy.lua (built-in)" */
+    char *src_owned; /* file text (NULL for the built-in one, which is static) */
+    const char *src; /* kept so a rebuild loads exactly what policy_new checked */
+    size_t src_len;
+    char *common_zone; /* NULL when unset or empty */
+    int ttl;
+    int add_to_common_zone;
+    long max_instructions;
+    int timeout_ms;
+    size_t max_memory;
+    int max_records;
+    policy_cs_fn cs_call;
+    void *cs_ud;
+    char label[2 * LABEL_MAX + 2]; /* "name/version" */
+    /* state of the current protected call */
+    int armed;
+    long long seq; /* numbers protected calls, to tell a require loop from an old failure */
+    enum trip tripped;
+    long instructions;
+    long long deadline_ms;
+    int transient;
+    char transient_msg[640];
+    int rebuild; /* the state must be rebuilt before the next call */
+    const struct policy_input *in;
+    size_t mem_used; /* bytes the state holds */
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* [-0, +0, -] */
+static struct policy *policy_of(lua_State *L)
+{
+    return *(struct policy **)lua_getextraspace(L);
+}
+
+/* Raises like luaL_error (with the caller's position), but takes full printf formats, which
+ * lua_pushfstring does not. [-0, +1, v] */
+static int raisef(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int raisef(lua_State *L, const char *fmt, ...)
+{
+    char buf[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return luaL_error(L, "%s", buf);
+}
+
+/* ---- limits ---- */
+
+static const char *trip_text(enum trip t)
+{
+    switch (t) {
+    case TRIP_INSTRUCTIONS:
+        return "policy: instruction budget exceeded";
+    case TRIP_DEADLINE:
+        return "policy: deadline exceeded";
+    case TRIP_MEMORY:
+        return "policy: memory limit exceeded";
+    default:
+        return "policy: no limit exceeded";
+    }
+}
+
+static void limit_hook(lua_State *L, lua_Debug *ar);
+
+/* A pcall inside the policy would swallow the first error, so from now on every instruction
+ * raises until the host's own pcall is reached. [-0, +0, -] */
+static void trip(struct policy *p, enum trip why)
+{
+    if (p->tripped == TRIP_NONE)
+        p->tripped = why;
+    lua_sethook(p->L, limit_hook, LUA_MASKCOUNT, 1);
+}
+
+/* Raises once a limit is passed, and on every instruction after that. [-0, +0, v] */
+static void limit_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    struct policy *p = policy_of(L);
+    if (p->tripped == TRIP_NONE) {
+        p->instructions += HOOK_EVERY;
+        if (p->instructions > p->max_instructions)
+            trip(p, TRIP_INSTRUCTIONS);
+        else if (now_ms() >= p->deadline_ms)
+            trip(p, TRIP_DEADLINE);
+        else
+            return;
+    }
+    luaL_error(L, "%s", trip_text(p->tripped));
+}
+
+/* Counts every byte the state holds and refuses growth past the cap. Any refusal trips the
+ * limit: lauxlib's buffers (string.rep, table.concat) report it as an ordinary error that a
+ * pcall in the policy could swallow, and only Lua's own allocations get an emergency GC first. */
+static void *policy_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct policy *p = ud;
+    size_t old = ptr ? osize : 0; /* with ptr NULL, osize is a type tag */
+    if (nsize == 0) {
+        free(ptr);
+        p->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && p->mem_used - old + nsize > p->max_memory) {
+        if (p->armed)
+            trip(p, TRIP_MEMORY);
+        return NULL;
+    }
+    void *np = realloc(ptr, nsize);
+    if (!np)
+        return NULL;
+    p->mem_used = p->mem_used - old + nsize;
+    return np;
+}
+
+/* [-0, +0, -] */
+static int on_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    log_msg(LOG_LVL_ERROR, "policy", "unprotected Lua error, aborting: %s",
+            msg ? msg : "(not a string)");
+    abort();
+}
+
+/* Message handler: the error text plus a traceback. [-1, +1, m] */
+static int msgh(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (!msg) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Runs f(ud) in protected mode under fresh limits. Leaves the message handler below f's nres
+ * results, or below the error message; the caller restores the top. [-0, +1+nres|+2, -] */
+static int call_limited(struct policy *p, lua_CFunction f, void *ud, int nres)
+{
+    lua_State *L = p->L;
+    lua_pushcfunction(L, msgh);
+    int h = lua_gettop(L);
+    lua_pushcfunction(L, f);
+    lua_pushlightuserdata(L, ud);
+    p->seq++;
+    p->tripped = TRIP_NONE;
+    p->instructions = 0;
+    p->deadline_ms = now_ms() + p->timeout_ms;
+    p->armed = 1;
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    int st = lua_pcall(L, 1, nres, h);
+    lua_sethook(L, NULL, 0, 0);
+    p->armed = 0;
+    return st;
+}
+
+/* Writes why a call_limited call failed into err; the error message is on top. A limit trip or
+ * an allocation failure leaves the state unusable, so it is marked for a rebuild. [-0, +0, -] */
+static void describe_failure(struct policy *p, int st, char *err, size_t errlen)
+{
+    const char *msg = lua_tostring(p->L, -1);
+    if (p->tripped == TRIP_NONE && st != LUA_ERRMEM) {
+        snprintf(err, errlen, "%s", msg ? msg : "(error object is not a string)");
+        return;
+    }
+    p->rebuild = 1;
+    enum trip t = p->tripped != TRIP_NONE ? p->tripped : TRIP_MEMORY;
+    char detail[160];
+    if (t == TRIP_INSTRUCTIONS)
+        snprintf(detail, sizeof detail,
+                 "more than %ld instructions: a loop that never ends? POLICY_MAX_INSTRUCTIONS",
+                 p->max_instructions);
+    else if (t == TRIP_DEADLINE)
+        snprintf(detail, sizeof detail, "%d ms, CloudStack calls included; POLICY_TIMEOUT_MS",
+                 p->timeout_ms);
+    else
+        snprintf(detail, sizeof detail, "%zu MB for the whole Lua state; POLICY_MAX_MEMORY_MB",
+                 p->max_memory >> 20);
+    const char *tb = msg ? strstr(msg, "\nstack traceback:") : NULL;
+    snprintf(err, errlen, "%s (%s)%s", trip_text(t), detail, tb ? tb : "");
+}
+
+/* ---- JSON -> Lua ---- */
+
+/* Recursion is bounded by JSON_MAX_DEPTH, which the parser enforces. [-0, +1, m] */
+void policy_push_json(lua_State *L, const json_value *v)
+{
+    luaL_checkstack(L, 3, "JSON nested too deeply");
+    switch (v->type) {
+    case JSON_NULL:
+        lua_pushnil(L);
+        break;
+    case JSON_FALSE:
+    case JSON_TRUE:
+        lua_pushboolean(L, v->type == JSON_TRUE);
+        break;
+    case JSON_INT:
+        lua_pushinteger(L, (lua_Integer)v->u.i);
+        break;
+    case JSON_DOUBLE:
+        lua_pushnumber(L, v->u.d);
+        break;
+    case JSON_STRING:
+        lua_pushlstring(L, v->u.s, v->len);
+        break;
+    case JSON_ARRAY: {
+        lua_createtable(L, v->len > INT_MAX ? INT_MAX : (int)v->len, 0);
+        lua_Integer i = 0;
+        for (size_t k = 0; k < v->len; k++) {
+            if (v->u.items[k].type == JSON_NULL)
+                continue;
+            policy_push_json(L, &v->u.items[k]);
+            lua_rawseti(L, -2, ++i);
+        }
+        break;
+    }
+    case JSON_OBJECT:
+        lua_createtable(L, 0, v->len > INT_MAX ? INT_MAX : (int)v->len);
+        for (size_t k = 0; k < v->len; k++) {
+            const json_member *m = &v->u.members[k];
+            if (m->value.type == JSON_NULL)
+                continue;
+            lua_pushlstring(L, m->key, m->key_len);
+            policy_push_json(L, &m->value);
+            lua_rawset(L, -3);
+        }
+        break;
+    }
+}
+
+/* ---- host API: dns ---- */
+
+/* The string argument at arg, refused when it holds a NUL (C would silently cut it). [-0, +0, v] */
+static const char *check_text(lua_State *L, int arg, const char *fn)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, arg, &len);
+    if (strlen(s) != len)
+        raisef(L, "%s: argument #%d contains a NUL byte", fn, arg);
+    return s;
+}
+
+/* dns.ptr(ip) -> "10.2.0.192.in-addr.arpa" [-1, +1, v] */
+static int l_dns_ptr(lua_State *L)
+{
+    const char *ip = check_text(L, 1, "dns.ptr");
+    char out[DNS_NAME_BUFSZ];
+    if (dns_ptr_name(ip, out, sizeof out) != 0)
+        return raisef(L, "dns.ptr: '%s' is not an IPv4 or IPv6 address", ip);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* dns.label(text) -> LDH label, "" when nothing usable is left [-1, +1, v] */
+static int l_dns_label(lua_State *L)
+{
+    const char *text = check_text(L, 1, "dns.label");
+    char out[DNS_LABEL_MAX + 1];
+    size_t n = dns_label_sanitize(text, out, sizeof out);
+    lua_pushlstring(L, out, n);
+    return 1;
+}
+
+/* dns.fqdn(label, zone) -> normalised name [-2, +1, v] */
+static int l_dns_fqdn(lua_State *L)
+{
+    const char *label = check_text(L, 1, "dns.fqdn");
+    const char *zone = check_text(L, 2, "dns.fqdn");
+    char out[DNS_NAME_BUFSZ], e[256];
+    if (dns_fqdn(label, zone, out, sizeof out, e, sizeof e) != 0)
+        return raisef(L, "dns.fqdn('%s', '%s'): %s", label, zone, e);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* dns.ip_version(s) -> 4, 6 or nil; never raises, so it can test anything [-1, +1, -] */
+static int l_dns_ip_version(lua_State *L)
+{
+    size_t len;
+    int v = 0;
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        const char *s = lua_tolstring(L, 1, &len);
+        if (strlen(s) == len)
+            v = dns_ip_version(s);
+    }
+    if (v)
+        lua_pushinteger(L, v);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* dns.canonical(ip) -> canonical address text [-1, +1, v] */
+static int l_dns_canonical(lua_State *L)
+{
+    const char *ip = check_text(L, 1, "dns.canonical");
+    char out[DNS_ADDR_BUFSZ];
+    if (dns_ip_canonical(ip, out, sizeof out) == 0)
+        return raisef(L, "dns.canonical: '%s' is not an IPv4 or IPv6 address", ip);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+static const luaL_Reg dns_funcs[] = {
+    {"ptr", l_dns_ptr},
+    {"label", l_dns_label},
+    {"fqdn", l_dns_fqdn},
+    {"ip_version", l_dns_ip_version},
+    {"canonical", l_dns_canonical},
+    {NULL, NULL},
+};
+
+/* ---- host API: log ---- */
+
+/* log.<level>(fmt, ...): upvalue 1 = level, upvalue 2 = string.format as it was at start, so a
+ * policy that reassigns string.format cannot break logging. [-n, +0, e] */
+static int l_log(lua_State *L)
+{
+    struct policy *p = policy_of(L);
+    int lvl = (int)lua_tointeger(L, lua_upvalueindex(1));
+    luaL_checkstring(L, 1);
+    if (!log_enabled((log_level)lvl))
+        return 0;
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    const char *msg = lua_tostring(L, -1);
+    const struct policy_input *in = p->in;
+    if (in && in->topic)
+        log_at((log_level)lvl, "policy", in->topic, in->partition, in->offset, "%s", msg);
+    else
+        log_msg((log_level)lvl, "policy", "%s", msg);
+    return 0;
+}
+
+/* ---- host API: cs.call ---- */
+
+/* __gc of a boxed struct cs_reply, so a raise between the callback and the explicit free
+ * cannot leak the reply's document. [-0, +0, -] */
+static int reply_gc(lua_State *L)
+{
+    cs_reply_free(luaL_checkudata(L, 1, REPLY_MT));
+    return 0;
+}
+
+static int param_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct cs_param *)a)->name, ((const struct cs_param *)b)->name);
+}
+
+/* Converts the params table at index 2 into out[], anchoring every string it makes in the table
+ * at index 3. Returns the count. [-0, +0, v] */
+static size_t collect_params(lua_State *L, const char *command, struct cs_param *out)
+{
+    size_t n = 0;
+    if (lua_isnil(L, 2))
+        return 0;
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            raisef(L, "cs.call(%s): parameter names must be strings, not %s", command,
+                   luaL_typename(L, -2));
+        if (n == CS_MAX_PARAMS)
+            raisef(L, "cs.call(%s): more than %d parameters", command, CS_MAX_PARAMS);
+        size_t klen;
+        const char *key = lua_tolstring(L, -2, &klen);
+        char lower[64];
+        if (klen == 0 || klen >= sizeof lower || strlen(key) != klen)
+            raisef(L, "cs.call(%s): parameter name '%s' must be 1 to 63 characters", command, key);
+        for (size_t i = 0; i <= klen; i++)
+            lower[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] - 'A' + 'a' : key[i]);
+        lua_pushstring(L, lower);
+        out[n].name = lua_tostring(L, -1);
+        lua_rawseti(L, 3, (lua_Integer)(2 * n + 1));
+        int t = lua_type(L, -1);
+        if (t == LUA_TBOOLEAN) {
+            out[n].value = lua_toboolean(L, -1) ? "true" : "false";
+        } else if (t == LUA_TSTRING) {
+            size_t vlen;
+            const char *v = lua_tolstring(L, -1, &vlen);
+            if (strlen(v) != vlen)
+                raisef(L, "cs.call(%s): parameter '%s' contains a NUL byte", command, lower);
+            lua_pushvalue(L, -1);
+            out[n].value = lua_tostring(L, -1);
+            lua_rawseti(L, 3, (lua_Integer)(2 * n + 2));
+        } else {
+            int isint = 0;
+            lua_Integer iv = t == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+            if (!isint)
+                raisef(L,
+                       "cs.call(%s): parameter '%s' must be a string, integer or boolean, not %s",
+                       command, lower, t == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+            char num[32];
+            snprintf(num, sizeof num, "%lld", (long long)iv);
+            lua_pushstring(L, num);
+            out[n].value = lua_tostring(L, -1);
+            lua_rawseti(L, 3, (lua_Integer)(2 * n + 2));
+        }
+        n++;
+        lua_pop(L, 1);
+    }
+    qsort(out, n, sizeof *out, param_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(out[i - 1].name, out[i].name) == 0)
+            raisef(L, "cs.call(%s): parameter '%s' is given twice", command, out[i].name);
+    return n;
+}
+
+/* The cache key: lower-case command and the sorted params, length-prefixed so no value can
+ * imitate another parameter. [-0, +1, m] */
+static void push_cache_key(lua_State *L, const char *command, const struct cs_param *ps, size_t n)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (const char *c = command; *c; c++)
+        luaL_addchar(&b, (char)((*c >= 'A' && *c <= 'Z') ? *c - 'A' + 'a' : *c));
+    for (size_t i = 0; i < n; i++) {
+        char len[48];
+        snprintf(len, sizeof len, "|%zu:%zu:", strlen(ps[i].name), strlen(ps[i].value));
+        luaL_addstring(&b, len);
+        luaL_addstring(&b, ps[i].name);
+        luaL_addstring(&b, ps[i].value);
+    }
+    luaL_pushresult(&b);
+}
+
+/* Returns the answer stored in the cache entry at idx. [-0, +1|+3, -] */
+static int push_cached(lua_State *L, int idx)
+{
+    lua_getfield(L, idx, "ok");
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (ok) {
+        lua_rawgeti(L, idx, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_rawgeti(L, idx, 2);
+    lua_rawgeti(L, idx, 3);
+    return 3;
+}
+
+static int valid_command(const char *c)
+{
+    if (strncasecmp(c, "list", 4) != 0 || strlen(c) > 64)
+        return 0;
+    for (; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
+            return 0;
+    return 1;
+}
+
+/* cs.call(command, params) -> result | nil, errmsg, http_status. [-2, +1|+3, v] */
+static int l_cs_call(lua_State *L)
+{
+    struct policy *p = policy_of(L);
+    const char *command = check_text(L, 1, "cs.call");
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (!valid_command(command))
+        return raisef(L, "cs.call: only read-only list* commands are allowed, not '%s'", command);
+    if (!p->cs_call)
+        return raisef(L, "cs.call(%s): no CloudStack API is available here", command);
+
+    lua_newtable(L); /* 3: anchors the strings params[] points into */
+    struct cs_param params[CS_MAX_PARAMS];
+    size_t n = collect_params(L, command, params);
+    push_cache_key(L, command, params, n);         /* 4 */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_CACHE); /* 5: nil outside records() */
+    if (lua_istable(L, 5)) {
+        lua_pushvalue(L, 4);
+        if (lua_rawget(L, 5) == LUA_TTABLE)
+            return push_cached(L, 6);
+        lua_pop(L, 1);
+    }
+    if (p->armed && now_ms() >= p->deadline_ms) {
+        trip(p, TRIP_DEADLINE);
+        return luaL_error(L, "%s", trip_text(TRIP_DEADLINE));
+    }
+
+    struct cs_reply *r = lua_newuserdatauv(L, sizeof *r, 0); /* 6 */
+    memset(r, 0, sizeof *r);
+    luaL_setmetatable(L, REPLY_MT);
+    char e[512] = "";
+    csp_status st = p->cs_call(p->cs_ud, command, params, n, r, e, sizeof e);
+    if (st == CSP_TRANSIENT) {
+        cs_reply_free(r);
+        p->transient = 1;
+        snprintf(p->transient_msg, sizeof p->transient_msg, "cs.call(%s): %s", command,
+                 e[0] ? e : "transient failure");
+        return luaL_error(L, "%s", p->transient_msg);
+    }
+    lua_createtable(L, 3, 1); /* 7: the cache entry */
+    int nret;
+    if (st == CSP_OK) {
+        if (r->result)
+            policy_push_json(L, r->result);
+        else
+            lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 7, 1);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, 7, "ok");
+        nret = 1;
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, e[0] ? e : "CloudStack API error");
+        lua_pushinteger(L, r->http_status);
+        lua_pushvalue(L, -2);
+        lua_rawseti(L, 7, 2);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 7, 3);
+        nret = 3;
+    }
+    cs_reply_free(r);
+    if (lua_istable(L, 5)) {
+        lua_pushvalue(L, 4);
+        lua_pushvalue(L, 7);
+        lua_rawset(L, 5);
+    }
+    return nret;
+}
+
+static const luaL_Reg cs_funcs[] = {
+    {"call", l_cs_call},
+    {NULL, NULL},
+};
+
+/* ---- host API: require ---- */
+
+/* Reads a whole text file into a malloc'ed, NUL-terminated buffer. Touches no Lua state, so it
+ * is safe to call before handing the buffer to lua_load (which does not raise). */
+static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        fclose(f);
+        return -1;
+    }
+    if ((unsigned long)size > MAX_SOURCE_BYTES) {
+        snprintf(err, errlen, "%s is larger than %u bytes", path, MAX_SOURCE_BYTES);
+        fclose(f);
+        return -1;
+    }
+    char *buf = malloc((size_t)size + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)size, f) : 0;
+    int bad = !buf || ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "cannot read %s: %s", path, buf ? "read error" : "out of memory");
+        free(buf);
+        return -1;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* Binary chunks start with LUA_SIGNATURE. Loading uses mode "t", which refuses them anyway;
+ * checking first gives a message that says what is wrong. */
+static int is_bytecode(const char *src, size_t len)
+{
+    return len >= 4 && memcmp(src, LUA_SIGNATURE, 4) == 0;
+}
+
+#define BYTECODE_MSG "%s is precompiled Lua bytecode; only Lua source text is loaded"
+
+/* require(name): <policy dir>/<name>.lua, text only, once per state, under the same limits.
+ * [-1, +1, v] */
+static int l_require(lua_State *L)
+{
+    struct policy *p = policy_of(L);
+    const char *name = check_text(L, 1, "require");
+    size_t len = strlen(name);
+    int ok = len > 0 && len <= 64;
+    for (const char *c = name; ok && *c; c++)
+        ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+             *c == '_' || *c == '-';
+    if (!ok)
+        return raisef(L, "require('%s'): a module name is 1 to 64 letters, digits, '_' or '-'",
+                      name);
+    lua_settop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_MODULES); /* 2 */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_LOADING); /* 3 */
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, 2) != LUA_TNIL)
+        return 1;
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, 3) == LUA_TNUMBER && lua_tointeger(L, -1) == p->seq)
+        return raisef(L, "require('%s'): the module requires itself (a require loop)", name);
+    lua_pop(L, 2);
+    if (!p->dir)
+        return raisef(L,
+                      "require('%s'): the built-in policy has no directory to load modules "
+                      "from; use a policy file (POLICY_FILE) with its modules beside it",
+                      name);
+    char path[4096], chunk[4200], e[512];
+    snprintf(path, sizeof path, "%s/%s.lua", p->dir, name);
+    snprintf(chunk, sizeof chunk, "@%s", path);
+    char *buf;
+    size_t n;
+    if (read_file(path, &buf, &n, e, sizeof e) != 0)
+        return raisef(L, "require('%s'): %s", name, e);
+    /* lua_load does not raise, so buf cannot leak before it is freed */
+    int bytecode = is_bytecode(buf, n);
+    int st = bytecode ? LUA_OK : luaL_loadbufferx(L, buf, n, chunk, "t");
+    free(buf);
+    if (bytecode)
+        return raisef(L, "require('%s'): " BYTECODE_MSG, name, path);
+    if (st != LUA_OK)
+        return lua_error(L);
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, p->seq);
+    lua_rawset(L, 3);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, 3);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 2);
+    return 1;
+}
+
+/* ---- building the state ---- */
+
+/* Opens the allowed libraries, installs the host API and runs the prelude. Runs in protected
+ * mode, before the prelude makes globals strict. [-1, +0, e] */
+static int open_sandbox(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
+        {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8}, {NULL, NULL},
+    };
+    static const char *const dropped[] = {"collectgarbage", "dofile", "load", "loadfile",
+                                          "print",          "warn",   NULL};
+    static const char *const os_kept[] = {"time", "clock", "date", NULL};
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+
+    lua_settop(L, 0);
+    for (const luaL_Reg *l = libs; l->name; l++) {
+        luaL_requiref(L, l->name, l->func, 1);
+        lua_pop(L, 1);
+    }
+    lua_pushglobaltable(L); /* 1 */
+    for (const char *const *d = dropped; *d; d++) {
+        lua_pushnil(L);
+        lua_setfield(L, 1, *d);
+    }
+    lua_getfield(L, 1, LUA_STRLIBNAME); /* 2 */
+    lua_pushnil(L);
+    lua_setfield(L, 2, "dump");
+
+    luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0); /* 3: the full os, kept out of reach */
+    lua_createtable(L, 0, 3);
+    for (const char *const *k = os_kept; *k; k++) {
+        lua_getfield(L, 3, *k);
+        lua_setfield(L, -2, *k);
+    }
+    lua_setfield(L, 1, LUA_OSLIBNAME);
+    lua_pop(L, 1);
+
+    luaL_newlib(L, dns_funcs);
+    lua_setfield(L, 1, "dns");
+    luaL_newlib(L, cs_funcs);
+    lua_setfield(L, 1, "cs");
+    lua_createtable(L, 0, 4);
+    for (int i = 0; i < 4; i++) {
+        lua_pushinteger(L, i);
+        lua_getfield(L, 2, "format");
+        lua_pushcclosure(L, l_log, 2);
+        lua_setfield(L, -2, levels[i]);
+    }
+    lua_setfield(L, 1, "log");
+    lua_pushcfunction(L, l_require);
+    lua_setfield(L, 1, "require");
+
+    luaL_newmetatable(L, REPLY_MT);
+    lua_pushcfunction(L, reply_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_MODULES);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_LOADING);
+
+    const struct embedded_lua *prelude = embedded_lua_find("prelude");
+    if (!prelude)
+        return luaL_error(L, "the built-in prelude.lua is missing from this build");
+    if (luaL_loadbufferx(L, prelude->src, prelude->len, "=prelude.lua", "t") != LUA_OK)
+        return lua_error(L);
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+struct load_ctx {
+    struct policy *p;
+    char *err;
+    size_t errlen;
+    int bad; /* the chunk ran but returned something that is not a policy */
+};
+
+/* Copies the optional string field key of the table at idx into out. [-0, +0, e] */
+static int policy_label_field(lua_State *L, int idx, const char *key, const char *def, char *out,
+                              struct load_ctx *lc)
+{
+    int t = lua_getfield(L, idx, key);
+    if (t != LUA_TNIL && t != LUA_TSTRING) {
+        snprintf(lc->err, lc->errlen, "%s: the policy's %s must be a string, not a %s",
+                 lc->p->path ? lc->p->path : "built-in policy", key, lua_typename(L, t));
+        lc->bad = 1;
+        lua_pop(L, 1);
+        return -1;
+    }
+    snprintf(out, LABEL_MAX, "%s", t == LUA_TSTRING ? lua_tostring(L, -1) : def);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Runs the policy chunk and keeps the table it returns. [-1, +0, e] */
+static int load_policy(lua_State *L)
+{
+    struct load_ctx *lc = lua_touserdata(L, 1);
+    struct policy *p = lc->p;
+    lua_settop(L, 0);
+    if (is_bytecode(p->src, p->src_len)) {
+        snprintf(lc->err, lc->errlen, BYTECODE_MSG, p->path ? p->path : "the policy");
+        lc->bad = 1;
+        return 0;
+    }
+    if (luaL_loadbufferx(L, p->src, p->src_len, p->chunkname, "t") != LUA_OK) {
+        snprintf(lc->err, lc->errlen, "%s", lua_tostring(L, -1));
+        lc->bad = 1;
+        return 0;
+    }
+    lua_call(L, 0, 1);
+    if (!lua_istable(L, 1) || lua_getfield(L, 1, "records") != LUA_TFUNCTION) {
+        snprintf(lc->err, lc->errlen,
+                 "%s: the policy must return a table with a records function, e.g. return { "
+                 "name = \"mine\", version = \"1\", records = function(vm, ctx) ... end } "
+                 "(it returned a %s%s)",
+                 p->path ? p->path : "built-in policy", luaL_typename(L, 1),
+                 lua_istable(L, 1) ? " without records" : "");
+        lc->bad = 1;
+        return 0;
+    }
+    lua_pop(L, 1);
+    char name[LABEL_MAX], version[LABEL_MAX];
+    if (policy_label_field(L, 1, "name", "unnamed", name, lc) ||
+        policy_label_field(L, 1, "version", "unversioned", version, lc))
+        return 0;
+    snprintf(p->label, sizeof p->label, "%s/%s", name, version);
+    lua_pushvalue(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_POLICY);
+    return 0;
+}
+
+static void close_state(struct policy *p)
+{
+    if (p->L) {
+        lua_sethook(p->L, NULL, 0, 0);
+        lua_close(p->L);
+        p->L = NULL;
+    }
+    p->mem_used = 0;
+}
+
+/* A fresh state with the sandbox and the policy loaded, each step with its own budget; the new
+ * state's stack is left empty. */
+static int build_state(struct policy *p, char *err, size_t errlen)
+{
+    close_state(p);
+    p->rebuild = 0;
+    p->in = NULL;
+    lua_State *L = lua_newstate(policy_alloc, p);
+    if (!L) {
+        snprintf(err, errlen, "policy: cannot create a Lua state (out of memory)");
+        return -1;
+    }
+    p->L = L;
+    *(struct policy **)lua_getextraspace(L) = p;
+    lua_atpanic(L, on_panic);
+
+    int st = call_limited(p, open_sandbox, p, 0);
+    if (st == LUA_OK) {
+        lua_settop(L, 0);
+        struct load_ctx lc = {p, err, errlen, 0};
+        st = call_limited(p, load_policy, &lc, 0);
+        if (st == LUA_OK && !lc.bad) {
+            lua_settop(L, 0);
+            return 0;
+        }
+        if (lc.bad)
+            st = LUA_OK;
+    }
+    if (st != LUA_OK)
+        describe_failure(p, st, err, errlen);
+    close_state(p);
+    return -1;
+}
+
+/* ---- public API ---- */
+
+int policy_new(const struct policy_config *cfg, struct policy **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->ttl < DNS_TTL_MIN || cfg->ttl > DNS_TTL_MAX) {
+        snprintf(err, errlen, "policy: ttl %d is outside %d..%d seconds (DNS_RECORD_TTL)", cfg->ttl,
+                 DNS_TTL_MIN, DNS_TTL_MAX);
+        return -1;
+    }
+    struct policy *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "policy: out of memory");
+        return -1;
+    }
+    p->ttl = cfg->ttl;
+    p->add_to_common_zone = cfg->add_to_common_zone;
+    p->max_instructions =
+        cfg->max_instructions > 0 ? cfg->max_instructions : DEFAULT_MAX_INSTRUCTIONS;
+    p->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : DEFAULT_TIMEOUT_MS;
+    p->max_memory = (size_t)(cfg->max_memory_mb > 0 ? cfg->max_memory_mb : DEFAULT_MAX_MEMORY_MB)
+                    << 20;
+    p->max_records = cfg->max_records > 0 ? cfg->max_records : DEFAULT_MAX_RECORDS;
+    p->cs_call = cfg->cs_call;
+    p->cs_ud = cfg->cs_ud;
+    int oom = 0;
+    if (cfg->common_zone && cfg->common_zone[0])
+        oom |= !(p->common_zone = strdup(cfg->common_zone));
+    if (cfg->path) {
+        char e[512];
+        if (read_file(cfg->path, &p->src_owned, &p->src_len, e, sizeof e) != 0) {
+            snprintf(err, errlen, "policy: %s", e);
+            policy_free(p);
+            return -1;
+        }
+        p->src = p->src_owned;
+        p->path = strdup(cfg->path);
+        p->dir = strdup(cfg->path);
+        p->chunkname = malloc(strlen(cfg->path) + 2);
+        oom |= !p->path || !p->dir || !p->chunkname;
+        if (!oom) {
+            char *slash = strrchr(p->dir, '/');
+            if (!slash)
+                strcpy(p->dir, ".");
+            else if (slash == p->dir)
+                p->dir[1] = '\0'; /* "/policy.lua" lives in "/" */
+            else
+                *slash = '\0';
+            sprintf(p->chunkname, "@%s", cfg->path);
+        }
+    } else {
+        const struct embedded_lua *e = embedded_lua_find("policy");
+        if (!e) {
+            snprintf(err, errlen, "policy: the built-in policy.lua is missing from this build");
+            policy_free(p);
+            return -1;
+        }
+        p->src = e->src;
+        p->src_len = e->len;
+        oom |= !(p->chunkname = strdup("=policy.lua (built-in)"));
+    }
+    if (oom) {
+        snprintf(err, errlen, "policy: out of memory");
+        policy_free(p);
+        return -1;
+    }
+    if (build_state(p, err, errlen) != 0) {
+        policy_free(p);
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+void policy_free(struct policy *p)
+{
+    if (!p)
+        return;
+    close_state(p);
+    free(p->path);
+    free(p->dir);
+    free(p->chunkname);
+    free(p->src_owned);
+    free(p->common_zone);
+    free(p);
+}
+
+const char *policy_name(const struct policy *p)
+{
+    return p->label;
+}
+
+int policy_stack_top(const struct policy *p)
+{
+    return p->L ? lua_gettop(p->L) : 0;
+}
+
+struct records_call {
+    struct policy *p;
+    const struct policy_input *in;
+    policy_result result; /* valid when the call did not raise */
+    size_t n;             /* records in the userdata left on the stack */
+    char *err;
+    size_t errlen;
+};
+
+static int call_fail(struct records_call *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int call_fail(struct records_call *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
+    c->result = POLICY_FAILED;
+    return 0;
+}
+
+/* Builds ctx as documented in policy.h. [-0, +1, m] */
+static void push_ctx(lua_State *L, const struct policy *p, const struct policy_input *in)
+{
+    lua_createtable(L, 0, 8);
+    const struct {
+        const char *key;
+        const json_value *v;
+    } objs[] = {{"account", in->account},
+                {"domain", in->domain},
+                {"project", in->project},
+                {"event", in->event}};
+    for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++) {
+        if (!objs[i].v || objs[i].v->type == JSON_NULL)
+            continue;
+        policy_push_json(L, objs[i].v);
+        lua_setfield(L, -2, objs[i].key);
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, p->ttl);
+    lua_setfield(L, -2, "ttl");
+    if (p->common_zone) {
+        lua_pushstring(L, p->common_zone);
+        lua_setfield(L, -2, "common_zone");
+    }
+    lua_pushboolean(L, p->add_to_common_zone);
+    lua_setfield(L, -2, "add_to_common_zone");
+    lua_setfield(L, -2, "settings");
+    if (in->topic) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, in->topic);
+        lua_setfield(L, -2, "topic");
+        lua_pushinteger(L, in->partition);
+        lua_setfield(L, -2, "partition");
+        lua_pushinteger(L, (lua_Integer)in->offset);
+        lua_setfield(L, -2, "offset");
+        lua_setfield(L, -2, "kafka");
+    }
+    lua_pushstring(L, in->trigger ? in->trigger : "event");
+    lua_setfield(L, -2, "trigger");
+}
+
+/* Describes a table key for messages without disturbing lua_next (no in-place conversion).
+ * [-0, +0, -] */
+static void key_text(lua_State *L, int idx, char *out, size_t outlen)
+{
+    if (lua_type(L, idx) == LUA_TSTRING)
+        snprintf(out, outlen, "'%s'", lua_tostring(L, idx));
+    else if (lua_isinteger(L, idx))
+        snprintf(out, outlen, "[%lld]", (long long)lua_tointeger(L, idx));
+    else if (lua_type(L, idx) == LUA_TNUMBER)
+        snprintf(out, outlen, "[%g]", (double)lua_tonumber(L, idx));
+    else
+        snprintf(out, outlen, "of type %s", luaL_typename(L, idx));
+}
+
+/* One entry of the returned list (on top) into r; records are numbered from 1 as in Lua.
+ * Returns 0, or -1 after call_fail. [-0, +0, m] */
+static int convert_entry(lua_State *L, struct records_call *c, lua_Integer i, struct dns_record *r)
+{
+    if (!lua_istable(L, -1)) {
+        call_fail(c, "record %lld is a %s, not a table {name=, type=, content=, ttl=}",
+                  (long long)i, luaL_typename(L, -1));
+        return -1;
+    }
+    const char *f[3] = {NULL, NULL, NULL}; /* name, type, content */
+    static const char *const fnames[3] = {"name", "type", "content"};
+    int have_ttl = 0;
+    lua_Integer ttl = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        char kt[96];
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            key_text(L, -2, kt, sizeof kt);
+            call_fail(c, "record %lld has a key %s; allowed keys are name, type, content, ttl",
+                      (long long)i, kt);
+            return -1;
+        }
+        const char *k = lua_tostring(L, -2);
+        int which = -1;
+        for (int j = 0; j < 3; j++)
+            if (strcmp(k, fnames[j]) == 0)
+                which = j;
+        if (which >= 0) {
+            size_t len;
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                call_fail(c, "record %lld: %s must be a string, not a %s", (long long)i, k,
+                          luaL_typename(L, -1));
+                return -1;
+            }
+            f[which] = lua_tolstring(L, -1, &len);
+            if (strlen(f[which]) != len) {
+                call_fail(c, "record %lld: %s contains a NUL byte", (long long)i, k);
+                return -1;
+            }
+            if (len >= DNS_NAME_BUFSZ) {
+                call_fail(c, "record %lld: %s is %zu characters, longer than a DNS name can be",
+                          (long long)i, k, len);
+                return -1;
+            }
+        } else if (strcmp(k, "ttl") == 0) {
+            int isint = 0;
+            if (lua_type(L, -1) == LUA_TNUMBER)
+                ttl = lua_tointegerx(L, -1, &isint);
+            if (!isint) {
+                call_fail(c, "record %lld: ttl must be a whole number of seconds, not %s",
+                          (long long)i,
+                          lua_type(L, -1) == LUA_TNUMBER ? "a fraction" : luaL_typename(L, -1));
+                return -1;
+            }
+            have_ttl = 1;
+        } else {
+            call_fail(c,
+                      "record %lld has unknown key '%s'; allowed keys are name, type, "
+                      "content, ttl",
+                      (long long)i, k);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    for (int j = 0; j < 3; j++)
+        if (!f[j]) {
+            call_fail(c, "record %lld has no %s", (long long)i, fnames[j]);
+            return -1;
+        }
+    memset(r, 0, sizeof *r);
+    r->type = dns_rr_type_parse(f[1]);
+    if (r->type == 0) {
+        call_fail(c, "record %lld: type '%s' is not A, AAAA or PTR", (long long)i, f[1]);
+        return -1;
+    }
+    if (have_ttl && (ttl < DNS_TTL_MIN || ttl > DNS_TTL_MAX)) {
+        call_fail(c, "record %lld (%s %s %s): ttl %lld is outside %d..%d", (long long)i, f[0], f[1],
+                  f[2], (long long)ttl, DNS_TTL_MIN, DNS_TTL_MAX);
+        return -1;
+    }
+    strcpy(r->name, f[0]);
+    strcpy(r->content, f[2]);
+    r->ttl = have_ttl ? (int)ttl : c->p->ttl;
+    char e[256];
+    if (dns_record_check(r, e, sizeof e) != 0) {
+        call_fail(c, "record %lld (%s %s %s): %s", (long long)i, f[0], f[1], f[2], e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks records()'s answer at idx; on success leaves a userdata holding c->n records on top.
+ * Returns the number of results for do_records. [-0, +0|+1, m] */
+static int convert_result(lua_State *L, struct records_call *c, int idx)
+{
+    static const char hint[] =
+        "return a list of records, {} to remove all records or false to leave them unchanged";
+    int t = lua_type(L, idx);
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, idx)) {
+        c->result = POLICY_UNCHANGED;
+        return 0;
+    }
+    if (t == LUA_TNIL)
+        return call_fail(c, "records() returned nil: return {} to remove all records or false "
+                            "to leave them unchanged");
+    if (t == LUA_TBOOLEAN)
+        return call_fail(c, "records() returned true: %s", hint);
+    if (t != LUA_TTABLE)
+        return call_fail(c, "records() returned a %s: %s", lua_typename(L, t), hint);
+    lua_Unsigned n = lua_rawlen(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
+        if (k < 1 || (lua_Unsigned)k > n) {
+            char kt[96];
+            key_text(L, -2, kt, sizeof kt);
+            return call_fail(c,
+                             "records() returned a table with key %s, not a list: return "
+                             "{ {name=, type=, content=}, ... }",
+                             kt);
+        }
+        lua_pop(L, 1);
+    }
+    if (n > (lua_Unsigned)c->p->max_records)
+        return call_fail(c,
+                         "records() returned %llu records, more than the limit of %d per VM "
+                         "(MAX_RECORDS_PER_VM)",
+                         (unsigned long long)n, c->p->max_records);
+    struct dns_record *rs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *rs, 0);
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (lua_Integer)i);
+        if (convert_entry(L, c, (lua_Integer)i, &rs[i - 1]) != 0)
+            return 0;
+        lua_pop(L, 1);
+    }
+    c->n = (size_t)n;
+    c->result = POLICY_RECORDS;
+    return 1;
+}
+
+/* The body of one policy_records call, in protected mode. [-1, +0|+1, e] */
+static int do_records(lua_State *L)
+{
+    struct records_call *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_newtable(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CACHE);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_POLICY);     /* 1 */
+    if (lua_getfield(L, 1, "records") != LUA_TFUNCTION) /* 2 */
+        return call_fail(c, "the policy's table no longer has a records function");
+    policy_push_json(L, c->in->vm);
+    push_ctx(L, c->p, c->in);
+    lua_call(L, 2, 1); /* 2: the answer */
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CACHE);
+    return convert_result(L, c, 2);
+}
+
+/* Leaves p's stack as it found it, on every path. [-0, +0, -] */
+policy_result policy_records(struct policy *p, const struct policy_input *in,
+                             struct dns_record **recs, size_t *n, char *err, size_t errlen)
+{
+    *recs = NULL;
+    *n = 0;
+    err[0] = '\0';
+    if (!in->vm) {
+        snprintf(err, errlen, "policy: no VM given");
+        return POLICY_FAILED;
+    }
+    if ((!p->L || p->rebuild) && build_state(p, err, errlen) != 0)
+        return POLICY_FAILED;
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    assert(top == 0); /* nothing survives between calls */
+    struct records_call c = {p, in, POLICY_FAILED, 0, err, errlen};
+    p->transient = 0;
+    p->in = in;
+    int st = call_limited(p, do_records, &c, 1);
+    assert(lua_gettop(L) == top + 2); /* the handler, then the answer or the error */
+    policy_result res = c.result;
+    if (p->transient) {
+        snprintf(err, errlen, "%s", p->transient_msg);
+        res = POLICY_TRANSIENT;
+        if (st != LUA_OK && (p->tripped != TRIP_NONE || st == LUA_ERRMEM))
+            p->rebuild = 1;
+    } else if (st != LUA_OK || p->tripped != TRIP_NONE) {
+        describe_failure(p, st == LUA_OK ? LUA_ERRRUN : st, err, errlen);
+        res = POLICY_FAILED;
+    } else if (res == POLICY_RECORDS && c.n > 0) {
+        *recs = malloc(c.n * sizeof **recs);
+        if (!*recs) {
+            snprintf(err, errlen, "policy: out of memory copying %zu records", c.n);
+            res = POLICY_FAILED;
+        } else {
+            memcpy(*recs, lua_touserdata(L, -1), c.n * sizeof **recs);
+            *n = dns_record_set_normalize(*recs, c.n);
+        }
+    }
+    p->in = NULL;
+    lua_settop(L, top);
+    return res;
+}
+
+struct script_ctx {
+    const char *path;
+    policy_script_setup setup;
+    void *ud;
+    char *err;
+    size_t errlen;
+    int bad; /* the file could not be read or compiled; err says why */
+};
+
+/* setup, then the script file. [-1, +0, e] */
+static int run_script(lua_State *L)
+{
+    struct script_ctx *s = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_POLICY);
+    s->setup(L, s->ud);
+    lua_settop(L, 0);
+    char *buf, chunk[4200];
+    size_t n;
+    if (read_file(s->path, &buf, &n, s->err, s->errlen) != 0) {
+        s->bad = 1;
+        return 0;
+    }
+    snprintf(chunk, sizeof chunk, "@%s", s->path);
+    int bytecode = is_bytecode(buf, n);
+    int st = bytecode ? LUA_OK : luaL_loadbufferx(L, buf, n, chunk, "t");
+    free(buf);
+    if (bytecode || st != LUA_OK) {
+        if (bytecode)
+            snprintf(s->err, s->errlen, BYTECODE_MSG, s->path);
+        else
+            snprintf(s->err, s->errlen, "%s", lua_tostring(L, -1));
+        s->bad = 1;
+        return 0;
+    }
+    lua_call(L, 0, 0);
+    return 0;
+}
+
+/* [-0, +0, -] */
+int policy_run_script(struct policy *p, const char *path, policy_script_setup setup, void *ud,
+                      char *err, size_t errlen)
+{
+    if ((!p->L || p->rebuild) && build_state(p, err, errlen) != 0)
+        return -1;
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    assert(top == 0);
+    struct script_ctx s = {path, setup, ud, err, errlen, 0};
+    p->in = NULL;
+    int st = call_limited(p, run_script, &s, 0);
+    assert(lua_gettop(L) == top + (st == LUA_OK ? 1 : 2));
+    int rc = s.bad ? -1 : 0;
+    if (st != LUA_OK || p->tripped != TRIP_NONE) {
+        describe_failure(p, st == LUA_OK ? LUA_ERRRUN : st, err, errlen);
+        rc = -1;
+    }
+    lua_settop(L, top);
+    return rc;
+}

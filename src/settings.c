@@ -1,0 +1,332 @@
+/* settings.c -- reads cs-pdns's settings from the environment, applies defaults, names bad values.
+ * Must not: connect anywhere or read any file but the *_FILE secrets it is pointed at. */
+#include "settings.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "dns_name.h"
+#include "logger.h"
+
+const struct settings_doc settings_docs[] = {
+    {"KAFKA_BOOTSTRAP", "(required)", "Kafka bootstrap servers, host:port[,host:port...]"},
+    {"KAFKA_TOPIC", "(required)", "topic CloudStack's Kafka event bus publishes to"},
+    {"KAFKA_GROUP", "(required)", "consumer group id; instances in one group share the partitions"},
+    {"KAFKA_CFG_<PROPERTY>", "", "any librdkafka property, e.g. KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL"},
+    {"CS_ENDPOINT", "(required)", "CloudStack API URL, e.g. https://cloud.example.com/client/api"},
+    {"CS_API_KEY", "(required)", "API key of an account that can list all VMs (or CS_API_KEY_FILE)"},
+    {"CS_SECRET_KEY", "(required)", "secret key for CS_API_KEY (or CS_SECRET_KEY_FILE)"},
+    {"CS_TIMEOUT", "10", "seconds one CloudStack API request may take"},
+    {"CS_VERIFY_TLS", "true", "verify the CloudStack server's TLS certificate"},
+    {"CS_CA_FILE", "", "CA bundle for CS_ENDPOINT (PEM)"},
+    {"MYSQL_PDNS_HOST", "(required)", "PowerDNS database host (an IP address for TCP)"},
+    {"MYSQL_PDNS_PORT", "3306", "PowerDNS database port"},
+    {"MYSQL_PDNS_NAME", "(required)", "PowerDNS database name"},
+    {"MYSQL_PDNS_USER", "(required)", "database user"},
+    {"MYSQL_PDNS_PASSWORD", "", "database password (or MYSQL_PDNS_PASSWORD_FILE)"},
+    {"DNS_RECORD_TTL", "60", "TTL of the records the policy writes (seconds)"},
+    {"DNS_COMMON_ZONE", "", "a zone every VM may also be named in"},
+    {"DNS_ADD_TO_COMMON_ZONE", "false", "also name VMs <name>.<DNS_COMMON_ZONE>"},
+    {"POLICY_FILE", "(built-in)", "Lua policy deciding each VM's records"},
+    {"POLICY_MAX_INSTRUCTIONS", "10000000", "Lua instructions one policy call may run"},
+    {"POLICY_TIMEOUT_MS", "5000", "wall-clock time one policy call may take"},
+    {"POLICY_MAX_MEMORY_MB", "64", "memory the policy's Lua state may use"},
+    {"POLICY_ON_ERROR", "skip", "skip: log a failing event and go on; retry: stop and retry it"},
+    {"MAX_RECORDS_PER_VM", "1000", "most records one VM may have"},
+    {"RETRY_MAX_BACKOFF_MS", "30000", "longest wait between retries of a failing event"},
+    {"LOG_LEVEL", "info", "debug, info, warn or error"},
+    {NULL, NULL, NULL},
+};
+
+static const char *env_get(char *const *envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+static int fail(char *err, size_t errlen, const char *name, const char *what)
+{
+    snprintf(err, errlen, "%s: %s", name, what);
+    return -1;
+}
+
+static int dup_into(char **dst, const char *v, char *err, size_t errlen)
+{
+    *dst = strdup(v);
+    if (!*dst) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a secret from NAME, or from the file named by NAME_FILE (trailing newlines dropped), so
+ * secrets can come from container secret mounts instead of the environment. */
+static int load_secret(char *const *envp, const char *name, char **dst, char *err, size_t errlen)
+{
+    char fname[64];
+    snprintf(fname, sizeof fname, "%s_FILE", name);
+    const char *direct = env_get(envp, name), *file = env_get(envp, fname);
+    if (direct && file)
+        return fail(err, errlen, name, "set only one of it and its _FILE variant");
+    if (direct)
+        return dup_into(dst, direct, err, errlen);
+    if (!file)
+        return 0;
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read %s: %s", fname, file, strerror(errno));
+        return -1;
+    }
+    char buf[4096];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+    return dup_into(dst, buf, err, errlen);
+}
+
+static int load_string(char *const *envp, const char *name, char **dst, char *err, size_t errlen)
+{
+    const char *v = env_get(envp, name);
+    if (!v)
+        return 0;
+    if (!*v)
+        return fail(err, errlen, name, "is set but empty (unset it or give a value)");
+    return dup_into(dst, v, err, errlen);
+}
+
+static int load_long(char *const *envp, const char *name, long min, long max, long *dst, char *err,
+                     size_t errlen)
+{
+    const char *v = env_get(envp, name);
+    if (!v)
+        return 0;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max) {
+        char what[160];
+        snprintf(what, sizeof what, "\"%.40s\" is not a whole number from %ld to %ld", v, min, max);
+        return fail(err, errlen, name, what);
+    }
+    *dst = x;
+    return 0;
+}
+
+static int load_int(char *const *envp, const char *name, int min, int max, int *dst, char *err,
+                    size_t errlen)
+{
+    long x = *dst;
+    if (load_long(envp, name, min, max, &x, err, errlen))
+        return -1;
+    *dst = (int)x;
+    return 0;
+}
+
+static int load_bool(char *const *envp, const char *name, bool *dst, char *err, size_t errlen)
+{
+    const char *v = env_get(envp, name);
+    if (!v)
+        return 0;
+    static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no",
+                                                                                "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *dst = true;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *dst = false;
+            return 0;
+        }
+    }
+    char what[120];
+    snprintf(what, sizeof what, "\"%.40s\" is not a boolean (use true or false)", v);
+    return fail(err, errlen, name, what);
+}
+
+/* KAFKA_CFG_SESSION_TIMEOUT_MS=6000 -> session.timeout.ms=6000 */
+static int load_kafka_cfg(struct settings *s, char *const *envp, char *err, size_t errlen)
+{
+    static const char prefix[] = "KAFKA_CFG_";
+    for (char *const *e = envp; e && *e; e++) {
+        if (strncmp(*e, prefix, sizeof prefix - 1) != 0)
+            continue;
+        const char *name = *e + sizeof prefix - 1, *eq = strchr(name, '=');
+        if (!eq || eq == name) {
+            snprintf(err, errlen, "%.*s: no property name after KAFKA_CFG_",
+                     (int)(eq ? eq - *e : (long)strlen(*e)), *e);
+            return -1;
+        }
+        struct settings_kv *kv = realloc(s->kafka_cfg, (s->kafka_cfg_n + 1) * sizeof *kv);
+        if (!kv)
+            return fail(err, errlen, "KAFKA_CFG_*", "out of memory");
+        s->kafka_cfg = kv;
+        kv = &s->kafka_cfg[s->kafka_cfg_n];
+        kv->key = strndup(name, (size_t)(eq - name));
+        kv->value = strdup(eq + 1);
+        if (!kv->key || !kv->value) {
+            free(kv->key);
+            free(kv->value);
+            return fail(err, errlen, "KAFKA_CFG_*", "out of memory");
+        }
+        s->kafka_cfg_n++;
+        for (char *p = kv->key; *p; p++)
+            *p = *p == '_' ? '.' : (char)tolower((unsigned char)*p);
+    }
+    return 0;
+}
+
+static int check_topic(const char *t, char *err, size_t errlen)
+{
+    size_t n = strlen(t);
+    if (n > 249)
+        return fail(err, errlen, "KAFKA_TOPIC", "is longer than Kafka's 249 characters");
+    for (const char *p = t; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return fail(err, errlen, "KAFKA_TOPIC",
+                        "may only hold letters, digits, '.', '_' and '-' (a Kafka topic name)");
+    return 0;
+}
+
+int settings_load(struct settings *s, char *const *envp, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof *s);
+    s->cs_timeout_ms = 10000;
+    s->cs_verify_tls = true;
+    s->mysql_port = 3306;
+    s->dns_ttl = 60;
+    s->policy_max_instructions = 10000000;
+    s->policy_timeout_ms = 5000;
+    s->policy_max_memory_mb = 64;
+    s->max_records_per_vm = 1000;
+    s->log_level = LOG_LVL_INFO;
+    s->retry_max_backoff_ms = 30000;
+
+    int timeout_s = 10;
+    const char *v;
+    if (load_string(envp, "KAFKA_BOOTSTRAP", &s->kafka_bootstrap, err, errlen) ||
+        load_string(envp, "KAFKA_TOPIC", &s->kafka_topic, err, errlen) ||
+        load_string(envp, "KAFKA_GROUP", &s->kafka_group, err, errlen) ||
+        load_kafka_cfg(s, envp, err, errlen) ||
+        load_string(envp, "CS_ENDPOINT", &s->cs_endpoint, err, errlen) ||
+        load_secret(envp, "CS_API_KEY", &s->cs_api_key, err, errlen) ||
+        load_secret(envp, "CS_SECRET_KEY", &s->cs_secret_key, err, errlen) ||
+        load_int(envp, "CS_TIMEOUT", 1, 3600, &timeout_s, err, errlen) ||
+        load_bool(envp, "CS_VERIFY_TLS", &s->cs_verify_tls, err, errlen) ||
+        load_string(envp, "CS_CA_FILE", &s->cs_ca_file, err, errlen) ||
+        load_string(envp, "MYSQL_PDNS_HOST", &s->mysql_host, err, errlen) ||
+        load_int(envp, "MYSQL_PDNS_PORT", 1, 65535, &s->mysql_port, err, errlen) ||
+        load_string(envp, "MYSQL_PDNS_NAME", &s->mysql_name, err, errlen) ||
+        load_string(envp, "MYSQL_PDNS_USER", &s->mysql_user, err, errlen) ||
+        load_secret(envp, "MYSQL_PDNS_PASSWORD", &s->mysql_password, err, errlen) ||
+        load_int(envp, "DNS_RECORD_TTL", 1, 604800, &s->dns_ttl, err, errlen) ||
+        load_bool(envp, "DNS_ADD_TO_COMMON_ZONE", &s->dns_add_to_common_zone, err, errlen) ||
+        load_string(envp, "POLICY_FILE", &s->policy_file, err, errlen) ||
+        load_long(envp, "POLICY_MAX_INSTRUCTIONS", 1000, 1000000000000L,
+                  &s->policy_max_instructions, err, errlen) ||
+        load_int(envp, "POLICY_TIMEOUT_MS", 10, 600000, &s->policy_timeout_ms, err, errlen) ||
+        load_int(envp, "POLICY_MAX_MEMORY_MB", 4, 16384, &s->policy_max_memory_mb, err, errlen) ||
+        load_int(envp, "MAX_RECORDS_PER_VM", 1, 100000, &s->max_records_per_vm, err, errlen) ||
+        load_int(envp, "RETRY_MAX_BACKOFF_MS", 100, 3600000, &s->retry_max_backoff_ms, err,
+                 errlen))
+        goto fail;
+    s->cs_timeout_ms = timeout_s * 1000;
+
+    if (s->kafka_topic && check_topic(s->kafka_topic, err, errlen))
+        goto fail;
+    if (s->cs_endpoint && strncasecmp(s->cs_endpoint, "http://", 7) != 0 &&
+        strncasecmp(s->cs_endpoint, "https://", 8) != 0) {
+        fail(err, errlen, "CS_ENDPOINT",
+             "must be an http:// or https:// URL such as https://cloud.example.com/client/api");
+        goto fail;
+    }
+    if ((v = env_get(envp, "DNS_COMMON_ZONE")) && *v) {
+        char zone[DNS_NAME_BUFSZ], why[200], what[300];
+        if (dns_name_normalize(v, 0, zone, sizeof zone, why, sizeof why)) {
+            snprintf(what, sizeof what, "\"%.60s\" is not a DNS zone name: %s", v, why);
+            fail(err, errlen, "DNS_COMMON_ZONE", what);
+            goto fail;
+        }
+        if (dup_into(&s->dns_common_zone, zone, err, errlen))
+            goto fail;
+    }
+    if (s->dns_add_to_common_zone && !s->dns_common_zone) {
+        fail(err, errlen, "DNS_ADD_TO_COMMON_ZONE", "is true but DNS_COMMON_ZONE is not set");
+        goto fail;
+    }
+    if ((v = env_get(envp, "POLICY_ON_ERROR"))) {
+        if (strcasecmp(v, "skip") == 0)
+            s->policy_on_error = POLICY_ON_ERROR_SKIP;
+        else if (strcasecmp(v, "retry") == 0)
+            s->policy_on_error = POLICY_ON_ERROR_RETRY;
+        else {
+            fail(err, errlen, "POLICY_ON_ERROR", "must be skip or retry");
+            goto fail;
+        }
+    }
+    if ((v = env_get(envp, "LOG_LEVEL"))) {
+        s->log_level = log_level_parse(v);
+        if (s->log_level < 0) {
+            fail(err, errlen, "LOG_LEVEL", "must be debug, info, warn or error");
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    settings_free(s);
+    return -1;
+}
+
+int settings_check(const struct settings *s, int need, char *err, size_t errlen)
+{
+    struct {
+        int need;
+        const char *name;
+        const void *value;
+    } req[] = {
+        {SETTINGS_NEED_KAFKA, "KAFKA_BOOTSTRAP", s->kafka_bootstrap},
+        {SETTINGS_NEED_KAFKA, "KAFKA_TOPIC", s->kafka_topic},
+        {SETTINGS_NEED_KAFKA, "KAFKA_GROUP", s->kafka_group},
+        {SETTINGS_NEED_CLOUDSTACK, "CS_ENDPOINT", s->cs_endpoint},
+        {SETTINGS_NEED_CLOUDSTACK, "CS_API_KEY", s->cs_api_key},
+        {SETTINGS_NEED_CLOUDSTACK, "CS_SECRET_KEY", s->cs_secret_key},
+        {SETTINGS_NEED_MYSQL, "MYSQL_PDNS_HOST", s->mysql_host},
+        {SETTINGS_NEED_MYSQL, "MYSQL_PDNS_NAME", s->mysql_name},
+        {SETTINGS_NEED_MYSQL, "MYSQL_PDNS_USER", s->mysql_user},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++)
+        if ((need & req[i].need) && !req[i].value)
+            return fail(err, errlen, req[i].name, "is required but not set");
+    return 0;
+}
+
+void settings_free(struct settings *s)
+{
+    char **strings[] = {&s->kafka_bootstrap, &s->kafka_topic,    &s->kafka_group,
+                        &s->cs_endpoint,     &s->cs_api_key,     &s->cs_secret_key,
+                        &s->cs_ca_file,      &s->mysql_host,     &s->mysql_name,
+                        &s->mysql_user,      &s->mysql_password, &s->dns_common_zone,
+                        &s->policy_file};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        free(*strings[i]);
+        *strings[i] = NULL;
+    }
+    for (size_t i = 0; i < s->kafka_cfg_n; i++) {
+        free(s->kafka_cfg[i].key);
+        free(s->kafka_cfg[i].value);
+    }
+    free(s->kafka_cfg);
+    s->kafka_cfg = NULL;
+    s->kafka_cfg_n = 0;
+}

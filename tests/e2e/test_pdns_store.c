@@ -1,0 +1,871 @@
+/* test_pdns_store.c -- pdns_store against a real MariaDB with PowerDNS's schema (MYSQL_PDNS_*).
+ * Must not: touch rows of zones or VMs it did not create, or skip when MYSQL_PDNS_* is missing. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <mysql.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../unit/unit.h"
+#include "dns_record.h"
+#include "pdns_store.h"
+#include "settings.h"
+
+#define MAX_RECS 32
+
+struct zone {
+    char name[128]; /* short enough that "label." + name always fits a DNS_NAME_BUFSZ buffer */
+    long long id;
+};
+
+struct ctx {
+    struct settings s;
+    MYSQL *db; /* the test's own connection, autocommit, for setup and assertions */
+    struct pdns_store *st;
+    char p[16]; /* random prefix of every zone and VM id of this run */
+    struct zone fwd, sub, nosoa, r24, r16, r6;
+    unsigned o1, o2, o3, o3b; /* IPv4 o1.o2.o3.* lies in r24, o1.o2.o3b.* only in r16 */
+    unsigned char v6[16];     /* fdXX:XXXX:XXXX::/48 is r6 */
+};
+
+struct rset {
+    struct dns_record r[MAX_RECS];
+    size_t n;
+};
+
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "test_pdns_store: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+/* ---- SQL through the test's own connection ------------------------------------------------- */
+
+__attribute__((format(printf, 2, 3))) static unsigned sql_try(struct ctx *t, const char *fmt, ...)
+{
+    char q[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof q, fmt, ap);
+    va_end(ap);
+    /* Other tests may share the database: a deadlock here is theirs as much as ours. */
+    for (int attempt = 0;; attempt++) {
+        if (mysql_query(t->db, q) == 0) {
+            MYSQL_RES *res = mysql_store_result(t->db);
+            mysql_free_result(res);
+            return 0;
+        }
+        if (mysql_errno(t->db) != 1213 || attempt == 5)
+            return mysql_errno(t->db);
+    }
+}
+
+#define SQL(t, ...)                                                                                \
+    do {                                                                                           \
+        if (sql_try((t), __VA_ARGS__))                                                             \
+            die("%s:%d: SQL failed: %s", __FILE__, __LINE__, mysql_error((t)->db));                \
+    } while (0)
+
+/* First column of the first row as a number; -1 when there is no row or it is NULL. */
+__attribute__((format(printf, 2, 3))) static long long sql_int(struct ctx *t, const char *fmt, ...)
+{
+    char q[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(q, sizeof q, fmt, ap);
+    va_end(ap);
+    if (mysql_query(t->db, q))
+        die("SQL failed: %s: %s", q, mysql_error(t->db));
+    MYSQL_RES *res = mysql_store_result(t->db);
+    if (!res)
+        die("SQL returned no result: %s", q);
+    MYSQL_ROW row = mysql_fetch_row(res);
+    long long v = row && row[0] ? strtoll(row[0], NULL, 10) : -1;
+    mysql_free_result(res);
+    return v;
+}
+
+static long long serial(struct ctx *t, const struct zone *z)
+{
+    char q[256];
+    snprintf(q, sizeof q, "SELECT content FROM records WHERE domain_id = %lld AND type = 'SOA'",
+             z->id);
+    if (mysql_query(t->db, q))
+        die("SQL failed: %s", mysql_error(t->db));
+    MYSQL_RES *res = mysql_store_result(t->db);
+    MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
+    long long v = -1;
+    if (row && row[0])
+        sscanf(row[0], "%*s %*s %lld", &v);
+    mysql_free_result(res);
+    return v;
+}
+
+/* Rows at (zone, name, type, content), byte-exact. */
+static long long nrows(struct ctx *t, const struct zone *z, const char *name, const char *type,
+                       const char *content)
+{
+    return sql_int(t,
+                   "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND BINARY name = '%s' "
+                   "AND type = '%s' AND BINARY content = '%s'",
+                   z->id, name, type, content);
+}
+
+static long long row_id(struct ctx *t, const struct zone *z, const char *name, const char *type,
+                        const char *content)
+{
+    return sql_int(t,
+                   "SELECT MIN(id) FROM records WHERE domain_id = %lld AND BINARY name = '%s' "
+                   "AND type = '%s' AND BINARY content = '%s'",
+                   z->id, name, type, content);
+}
+
+static long long owners(struct ctx *t, long long record_id)
+{
+    return sql_int(t, "SELECT COUNT(*) FROM cspdns_record WHERE record_id = %lld", record_id);
+}
+
+static long long owned_by(struct ctx *t, const char *vm)
+{
+    return sql_int(t, "SELECT COUNT(*) FROM cspdns_record WHERE vm_id = '%s'", vm);
+}
+
+static long long vm_rows(struct ctx *t, const char *vm)
+{
+    return sql_int(t, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id = '%s'", vm);
+}
+
+/* ---- records ------------------------------------------------------------------------------- */
+
+static void add(struct rset *s, dns_rr_type type, const char *name, const char *content, int ttl)
+{
+    if (s->n == MAX_RECS)
+        die("test record set full");
+    struct dns_record *r = &s->r[s->n++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->content, sizeof r->content, "%s", content);
+    r->type = type;
+    r->ttl = ttl;
+}
+
+/* Drops every record of s at name/type/content. */
+static void del(struct rset *s, const char *name, const char *content)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->r[i].name, name) != 0 || strcmp(s->r[i].content, content) != 0)
+            s->r[o++] = s->r[i];
+    s->n = o;
+}
+
+static void set_ttl(struct rset *s, const char *name, const char *content, int ttl)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->r[i].name, name) && !strcmp(s->r[i].content, content))
+            s->r[i].ttl = ttl;
+}
+
+/* What the daemon does before storing: check and normalise a copy. */
+static size_t prepare(const struct rset *s, struct dns_record *out)
+{
+    char err[256];
+    for (size_t i = 0; i < s->n; i++) {
+        out[i] = s->r[i];
+        if (dns_record_check(&out[i], err, sizeof err) != 0)
+            die("test record %s %s is not valid: %s", s->r[i].name, s->r[i].content, err);
+    }
+    return dns_record_set_normalize(out, s->n);
+}
+
+static csp_status apply_in_txn(struct ctx *t, const char *vm, const struct rset *s,
+                               struct pdns_apply_stats *stats)
+{
+    struct dns_record recs[MAX_RECS];
+    char err[512];
+    size_t n = s ? prepare(s, recs) : 0;
+    csp_status rc = pdns_store_apply(t->st, vm, recs, n, stats, err, sizeof err);
+    if (rc != CSP_OK)
+        fprintf(stderr, "  apply %s: status %d: %s\n", vm, rc, err);
+    return rc;
+}
+
+static csp_status apply(struct ctx *t, const char *vm, const struct rset *s,
+                        struct pdns_apply_stats *stats)
+{
+    struct dns_record recs[MAX_RECS];
+    char err[512];
+    size_t n = s ? prepare(s, recs) : 0;
+    memset(stats, 0, sizeof *stats);
+    csp_status rc = pdns_store_apply_vm(t->st, vm, recs, n, stats, err, sizeof err);
+    if (rc != CSP_OK)
+        fprintf(stderr, "  apply_vm %s: status %d: %s\n", vm, rc, err);
+    return rc;
+}
+
+#define CHECK_STATS(x, add_, rem_, upd_, same_, nozone_, foreign_, bumped_)                        \
+    do {                                                                                           \
+        CHECK_INT((x).added, add_);                                                                \
+        CHECK_INT((x).removed, rem_);                                                              \
+        CHECK_INT((x).updated, upd_);                                                              \
+        CHECK_INT((x).unchanged, same_);                                                           \
+        CHECK_INT((x).no_zone, nozone_);                                                           \
+        CHECK_INT((x).foreign, foreign_);                                                          \
+        CHECK_INT((x).zones_bumped, bumped_);                                                      \
+    } while (0)
+
+/* ---- names --------------------------------------------------------------------------------- */
+
+static void ip4(const struct ctx *t, unsigned third, unsigned host, char *out, size_t len)
+{
+    snprintf(out, len, "%u.%u.%u.%u", t->o1, t->o2, third, host);
+}
+
+static void ptr4(const struct ctx *t, unsigned third, unsigned host, char *out, size_t len)
+{
+    snprintf(out, len, "%u.%u.%u.%u.in-addr.arpa", host, third, t->o2, t->o1);
+}
+
+static void ip6(const struct ctx *t, unsigned host, char *out, size_t len)
+{
+    unsigned char a[16];
+    memcpy(a, t->v6, sizeof a);
+    a[14] = (unsigned char)(host >> 8);
+    a[15] = (unsigned char)host;
+    if (!inet_ntop(AF_INET6, a, out, (socklen_t)len))
+        die("inet_ntop failed");
+}
+
+/* The ip6.arpa name of the first `nibbles` nibbles of the host's address (32: the PTR name). */
+static void ptr6(const struct ctx *t, unsigned host, int nibbles, char *out, size_t len)
+{
+    unsigned char a[16];
+    size_t off = 0;
+    memcpy(a, t->v6, sizeof a);
+    a[14] = (unsigned char)(host >> 8);
+    a[15] = (unsigned char)host;
+    for (int i = nibbles - 1; i >= 0; i--) {
+        unsigned nib = i % 2 ? a[i / 2] & 0xf : a[i / 2] >> 4;
+        off += (size_t)snprintf(out + off, len - off, "%x.", nib);
+    }
+    snprintf(out + off, len - off, "ip6.arpa");
+}
+
+/* ---- setup --------------------------------------------------------------------------------- */
+
+static void random_bytes(unsigned char *buf, size_t n)
+{
+    int fd = open("/dev/urandom", O_RDONLY);
+    if (fd < 0 || read(fd, buf, n) != (ssize_t)n)
+        die("cannot read /dev/urandom");
+    close(fd);
+}
+
+static uint32_t today_utc(void)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    return (uint32_t)((tm.tm_year + 1900) * 10000 + (tm.tm_mon + 1) * 100 + tm.tm_mday);
+}
+
+/* 1 when no zone in the database has this name or lies below it (another run's zones must not
+ * capture this run's names). */
+static int zone_free(struct ctx *t, const char *name)
+{
+    return sql_int(t, "SELECT COUNT(*) FROM domains WHERE name = '%s' OR name LIKE '%%.%s'", name,
+                   name) == 0;
+}
+
+/* serial NULL: a zone without an SOA row. */
+static void create_zone(struct ctx *t, struct zone *z, const char *serial)
+{
+    SQL(t, "INSERT INTO domains (name, type) VALUES ('%s', 'NATIVE')", z->name);
+    z->id = (long long)mysql_insert_id(t->db);
+    if (serial)
+        SQL(t,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+            "VALUES (%lld, '%s', 'SOA', 'ns1.%s hostmaster.%s %s 10800 3600 604800 60', 3600, 0, "
+            "0, 1)",
+            z->id, z->name, t->fwd.name, t->fwd.name, serial);
+    SQL(t,
+        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+        "VALUES (%lld, '%s', 'NS', 'ns1.%s', 3600, 0, 0, 1)",
+        z->id, z->name, t->fwd.name);
+}
+
+static void setup_zones(struct ctx *t)
+{
+    unsigned char rnd[16];
+    for (int attempt = 0;; attempt++) {
+        if (attempt == 50)
+            die("could not find unused reverse zones after 50 tries");
+        random_bytes(rnd, sizeof rnd);
+        snprintf(t->p, sizeof t->p, "t%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+        t->o1 = 1 + rnd[4] % 223u;
+        t->o2 = rnd[5];
+        t->o3 = rnd[6];
+        t->o3b = (t->o3 + 1 + rnd[7] % 254u) % 256u;
+        memset(t->v6, 0, sizeof t->v6);
+        t->v6[0] = 0xfd;
+        memcpy(t->v6 + 1, rnd + 8, 5);
+        snprintf(t->fwd.name, sizeof t->fwd.name, "%s.test", t->p);
+        snprintf(t->sub.name, sizeof t->sub.name, "sub.%.100s", t->fwd.name);
+        snprintf(t->nosoa.name, sizeof t->nosoa.name, "nosoa.%.100s", t->fwd.name);
+        snprintf(t->r16.name, sizeof t->r16.name, "%u.%u.in-addr.arpa", t->o2, t->o1);
+        snprintf(t->r24.name, sizeof t->r24.name, "%u.%u.%u.in-addr.arpa", t->o3, t->o2, t->o1);
+        ptr6(t, 0, 12, t->r6.name, sizeof t->r6.name);
+        if (zone_free(t, t->fwd.name) && zone_free(t, t->r16.name) && zone_free(t, t->r6.name))
+            break;
+    }
+    create_zone(t, &t->fwd, "1");
+    create_zone(t, &t->sub, "2020010101");
+    create_zone(t, &t->nosoa, NULL);
+    create_zone(t, &t->r16, "7");
+    create_zone(t, &t->r24, "100");
+    create_zone(t, &t->r6, "1");
+}
+
+static void cleanup(struct ctx *t)
+{
+    const struct zone *zs[] = {&t->fwd, &t->sub, &t->nosoa, &t->r16, &t->r24, &t->r6};
+    SQL(t, "DELETE FROM cspdns_record WHERE vm_id LIKE '%s-%%'", t->p);
+    SQL(t, "DELETE FROM cspdns_vm WHERE vm_id LIKE '%s-%%'", t->p);
+    for (size_t i = 0; i < sizeof zs / sizeof zs[0]; i++) {
+        if (zs[i]->id <= 0)
+            continue;
+        SQL(t, "DELETE FROM records WHERE domain_id = %lld", zs[i]->id);
+        SQL(t, "DELETE FROM domains WHERE id = %lld", zs[i]->id);
+    }
+}
+
+static MYSQL *connect_db(const struct settings *s)
+{
+    MYSQL *db = mysql_init(NULL);
+    unsigned timeout = 10;
+    if (!db)
+        die("out of memory");
+    mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+    if (!mysql_real_connect(db, s->mysql_host, s->mysql_user, s->mysql_password, s->mysql_name,
+                            (unsigned)s->mysql_port, NULL, 0))
+        die("cannot connect to MySQL %s:%d/%s as %s: %s", s->mysql_host, s->mysql_port,
+            s->mysql_name, s->mysql_user, mysql_error(db));
+    if (mysql_autocommit(db, 1) ||
+        mysql_query(db, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+        die("session setup: %s", mysql_error(db));
+    return db;
+}
+
+/* ---- finding and killing the store's connection -------------------------------------------- */
+
+static int sock_port(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)a)->sin_port);
+    if (a->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+    return -1;
+}
+
+/* The server-side id of the store's connection: this process's TCP sockets to the database give
+ * local ports, and PROCESSLIST shows each session's client host:port. */
+static unsigned long long store_conn_id(struct ctx *t)
+{
+    int ports[64];
+    size_t nports = 0;
+    unsigned long long found = 0;
+    int hits = 0;
+
+    for (int fd = 0; fd < 4096 && nports < 64; fd++) {
+        struct sockaddr_storage peer, self;
+        socklen_t lp = sizeof peer, ls = sizeof self;
+        if (getpeername(fd, (struct sockaddr *)&peer, &lp) != 0 ||
+            sock_port(&peer) != t->s.mysql_port ||
+            getsockname(fd, (struct sockaddr *)&self, &ls) != 0)
+            continue;
+        ports[nports++] = sock_port(&self);
+    }
+    if (mysql_query(t->db, "SELECT ID, HOST FROM information_schema.PROCESSLIST "
+                           "WHERE ID <> CONNECTION_ID()"))
+        die("PROCESSLIST: %s", mysql_error(t->db));
+    MYSQL_RES *res = mysql_store_result(t->db);
+    MYSQL_ROW row;
+    while (res && (row = mysql_fetch_row(res))) {
+        const char *colon = row[1] ? strrchr(row[1], ':') : NULL;
+        if (!colon)
+            continue;
+        int port = atoi(colon + 1);
+        for (size_t i = 0; i < nports; i++) {
+            if (ports[i] == port) {
+                found = strtoull(row[0], NULL, 10);
+                hits++;
+            }
+        }
+    }
+    mysql_free_result(res);
+    if (hits != 1)
+        die("expected to find exactly one store connection in PROCESSLIST, found %d", hits);
+    return found;
+}
+
+static void kill_conn(struct ctx *t, unsigned long long id)
+{
+    SQL(t, "KILL CONNECTION %llu", id);
+    for (int i = 0; i < 100; i++) {
+        if (sql_int(t, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %llu", id) ==
+            0)
+            return;
+        usleep(50 * 1000);
+    }
+    die("connection %llu still listed 5 s after KILL", id);
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+static void test_open_errors(struct ctx *t)
+{
+    struct settings bad = t->s;
+    struct pdns_store *st = NULL;
+    char err[512], pw[64];
+
+    snprintf(pw, sizeof pw, "wrong-%s-secret", t->p);
+    bad.mysql_password = pw;
+    CHECK_INT(pdns_store_open(&bad, &st, err, sizeof err), CSP_PERMANENT);
+    CHECK(st == NULL);
+    CHECK(strstr(err, "errno 1045") != NULL);
+    CHECK(strstr(err, "MYSQL_PDNS_PASSWORD") != NULL);
+    CHECK(strstr(err, pw) == NULL);
+    printf("  wrong password: %s\n", err);
+
+    /* information_schema has no PowerDNS tables, and every user may open it. */
+    bad = t->s;
+    bad.mysql_name = "information_schema";
+    CHECK_INT(pdns_store_open(&bad, &st, err, sizeof err), CSP_PERMANENT);
+    CHECK(strstr(err, "PowerDNS schema not found in database information_schema") != NULL);
+    printf("  no schema: %s\n", err);
+
+    /* A port nobody listens on: bind one, note it, close it. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(fd, (struct sockaddr *)&a, &al))
+        die("cannot find a free port");
+    close(fd);
+    bad = t->s;
+    bad.mysql_host = "127.0.0.1";
+    bad.mysql_port = ntohs(a.sin_port);
+    CHECK_INT(pdns_store_open(&bad, &st, err, sizeof err), CSP_TRANSIENT);
+    CHECK(strstr(err, "while connecting") != NULL);
+    printf("  closed port: %s\n", err);
+
+    bad = t->s;
+    bad.mysql_host = NULL;
+    CHECK_INT(pdns_store_open(&bad, &st, err, sizeof err), CSP_PERMANENT);
+    CHECK(strstr(err, "MYSQL_PDNS_HOST") != NULL);
+}
+
+static void test_store(struct ctx *t)
+{
+    struct pdns_apply_stats x;
+    struct rset v1 = {0}, v2 = {0}, v3 = {0};
+    char vm1[64], vm2[64], vm3[64], vm4[64], vm5[64], vm6[64], vm7[64], vm9[64];
+    char h1[DNS_NAME_BUFSZ], h1sub[DNS_NAME_BUFSZ], hnozone[DNS_NAME_BUFSZ], hnosoa[DNS_NAME_BUFSZ],
+        www[DNS_NAME_BUFSZ], grp[DNS_NAME_BUFSZ], shared[DNS_NAME_BUFSZ];
+    char a5[32], a7[32], a6[32], a77[32], a99[32], a50[32], p5[64], p7[64], v6a[64], p6a[128];
+    char err[512];
+    uint32_t today = today_utc();
+
+    snprintf(vm1, sizeof vm1, "%s-vm1", t->p);
+    snprintf(vm2, sizeof vm2, "%s-vm2", t->p);
+    snprintf(vm3, sizeof vm3, "%s-vm3", t->p);
+    snprintf(vm4, sizeof vm4, "%s-vm4", t->p);
+    snprintf(vm5, sizeof vm5, "%s-vm5", t->p);
+    snprintf(vm6, sizeof vm6, "%s-vm6", t->p);
+    snprintf(vm7, sizeof vm7, "%s-vm7", t->p);
+    snprintf(vm9, sizeof vm9, "%s-vm9", t->p);
+    snprintf(h1, sizeof h1, "vm1.%s", t->fwd.name);
+    snprintf(h1sub, sizeof h1sub, "vm1.%s", t->sub.name);
+    snprintf(hnosoa, sizeof hnosoa, "vm1.%s", t->nosoa.name);
+    snprintf(hnozone, sizeof hnozone, "vm1.%s-nozone.test", t->p);
+    snprintf(www, sizeof www, "www.%s", t->fwd.name);
+    snprintf(grp, sizeof grp, "grp.%s", t->fwd.name);
+    snprintf(shared, sizeof shared, "shared.%s", t->fwd.name);
+    ip4(t, t->o3, 5, a5, sizeof a5);
+    ip4(t, t->o3b, 7, a7, sizeof a7);
+    ip4(t, t->o3, 6, a6, sizeof a6);
+    ip4(t, t->o3, 77, a77, sizeof a77);
+    ip4(t, t->o3, 99, a99, sizeof a99);
+    ip4(t, t->o3, 50, a50, sizeof a50);
+    ptr4(t, t->o3, 5, p5, sizeof p5);
+    ptr4(t, t->o3b, 7, p7, sizeof p7);
+    ip6(t, 5, v6a, sizeof v6a);
+    ptr6(t, 5, 32, p6a, sizeof p6a);
+
+    /* apply outside a transaction is a caller bug, reported as such */
+    CHECK_INT(pdns_store_apply(t->st, vm1, NULL, 0, &x, err, sizeof err), CSP_PERMANENT);
+    CHECK(strstr(err, "pdns_store_begin") != NULL);
+
+    printf("  insert into forward, sub, /24, /16 and ip6.arpa zones\n");
+    add(&v1, DNS_RR_A, h1, a5, 300);
+    add(&v1, DNS_RR_AAAA, h1, v6a, 300);
+    add(&v1, DNS_RR_PTR, p5, h1, 300);
+    add(&v1, DNS_RR_PTR, p7, h1, 300);
+    add(&v1, DNS_RR_PTR, p6a, h1, 300);
+    add(&v1, DNS_RR_A, h1sub, a5, 300);
+    add(&v1, DNS_RR_A, hnosoa, a5, 300);
+    add(&v1, DNS_RR_A, hnozone, a5, 300);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 7, 0, 0, 0, 1, 0, 5); /* the SOA-less zone is changed but not bumped */
+    CHECK_INT(nrows(t, &t->fwd, h1, "A", a5), 1);
+    CHECK_INT(nrows(t, &t->fwd, h1, "AAAA", v6a), 1);
+    CHECK_INT(nrows(t, &t->r24, p5, "PTR", h1), 1);
+    CHECK_INT(nrows(t, &t->r16, p7, "PTR", h1), 1);
+    CHECK_INT(nrows(t, &t->r6, p6a, "PTR", h1), 1);
+    CHECK_INT(nrows(t, &t->sub, h1sub, "A", a5), 1);
+    CHECK_INT(nrows(t, &t->nosoa, hnosoa, "A", a5), 1);
+    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM records WHERE name = '%s'", hnozone), 0);
+    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM records WHERE domain_id = %lld", t->fwd.id), 4);
+    CHECK_INT(sql_int(t,
+                      "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND type = 'A' AND "
+                      "ttl = 300 AND prio = 0 AND disabled = 0 AND auth = 1 AND ordername IS NULL",
+                      t->fwd.id),
+              1);
+    CHECK_INT(owned_by(t, vm1), 7);
+    CHECK_INT(vm_rows(t, vm1), 1);
+    CHECK_INT(serial(t, &t->fwd), 2);
+    CHECK_INT(serial(t, &t->sub), (long long)today * 100);
+    CHECK_INT(serial(t, &t->r24), 101);
+    CHECK_INT(serial(t, &t->r16), 8);
+    CHECK_INT(serial(t, &t->r6), 2);
+    long long id_a = row_id(t, &t->fwd, h1, "A", a5);
+
+    /* Decision: a transaction that changes no records row bumps no serial, so re-applying the
+     * same set (every redelivered event) leaves the zones exactly as they were. */
+    printf("  idempotent re-apply\n");
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 0, 0, 0, 7, 1, 0, 0);
+    CHECK_INT(serial(t, &t->fwd), 2);
+    CHECK_INT(serial(t, &t->sub), (long long)today * 100);
+    CHECK_INT(serial(t, &t->r24), 101);
+    CHECK_INT(row_id(t, &t->fwd, h1, "A", a5), id_a);
+    CHECK_INT(owned_by(t, vm1), 7);
+
+    printf("  TTL update\n");
+    set_ttl(&v1, h1, a5, 600);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 0, 0, 1, 6, 1, 0, 1);
+    CHECK_INT(row_id(t, &t->fwd, h1, "A", a5), id_a);
+    CHECK_INT(sql_int(t, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
+    CHECK_INT(serial(t, &t->fwd), 3);
+    CHECK_INT(serial(t, &t->r24), 101);
+
+    printf("  hand-made records at the same name and identical to a desired one\n");
+    SQL(t,
+        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) VALUES "
+        "(%lld, '%s', 'A', '%s', 120, 0, 0, 1), (%lld, '%s', 'A', '%s', 120, 0, 0, 1)",
+        t->fwd.id, h1, a99, t->fwd.id, www, a50);
+    add(&v1, DNS_RR_A, www, a50, 600);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 0, 0, 0, 7, 1, 1, 0);
+    CHECK_INT(nrows(t, &t->fwd, www, "A", a50), 1);
+    CHECK_INT(owners(t, row_id(t, &t->fwd, www, "A", a50)), 0);
+    CHECK_INT(
+        sql_int(t, "SELECT ttl FROM records WHERE id = %lld", row_id(t, &t->fwd, www, "A", a50)),
+        120);
+    CHECK_INT(nrows(t, &t->fwd, h1, "A", a99), 1);
+    CHECK_INT(serial(t, &t->fwd), 3);
+    del(&v1, www, a50);
+
+    printf("  removal\n");
+    del(&v1, p7, h1);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 0, 1, 0, 6, 1, 0, 1);
+    CHECK_INT(nrows(t, &t->r16, p7, "PTR", h1), 0);
+    CHECK_INT(serial(t, &t->r16), 9);
+    CHECK_INT(serial(t, &t->fwd), 3);
+    CHECK_INT(owned_by(t, vm1), 6);
+    CHECK_INT(nrows(t, &t->fwd, h1, "A", a99), 1);
+
+    printf("  group name (two rows) and identical record (one row, several owners)\n");
+    add(&v1, DNS_RR_A, grp, a5, 600);
+    add(&v1, DNS_RR_A, shared, a77, 600);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 2, 0, 0, 6, 1, 0, 1);
+    CHECK_INT(serial(t, &t->fwd), 4);
+    add(&v2, DNS_RR_A, grp, a6, 600);
+    add(&v2, DNS_RR_A, shared, a77, 600);
+    CHECK_INT(apply(t, vm2, &v2, &x), CSP_OK);
+    CHECK_STATS(x, 2, 0, 0, 0, 0, 0, 1);
+    CHECK_INT(serial(t, &t->fwd), 5);
+    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM records WHERE name = '%s'", grp), 2);
+    CHECK_INT(owners(t, row_id(t, &t->fwd, grp, "A", a5)), 1);
+    CHECK_INT(owners(t, row_id(t, &t->fwd, grp, "A", a6)), 1);
+    CHECK_INT(nrows(t, &t->fwd, shared, "A", a77), 1);
+    long long id_shared = row_id(t, &t->fwd, shared, "A", a77);
+    CHECK_INT(owners(t, id_shared), 2);
+    /* co-owning alone changes no records row: no bump */
+    add(&v3, DNS_RR_A, shared, a77, 600);
+    CHECK_INT(apply(t, vm3, &v3, &x), CSP_OK);
+    CHECK_STATS(x, 1, 0, 0, 0, 0, 0, 0);
+    CHECK_INT(owners(t, id_shared), 3);
+    CHECK_INT(serial(t, &t->fwd), 5);
+    /* dropping one owner keeps the row, and bumps nothing */
+    del(&v1, shared, a77);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 0, 1, 0, 7, 1, 0, 0);
+    CHECK_INT(nrows(t, &t->fwd, shared, "A", a77), 1);
+    CHECK_INT(owners(t, id_shared), 2);
+    CHECK_INT(serial(t, &t->fwd), 5);
+    /* a VM left with nothing is forgotten */
+    CHECK_INT(apply(t, vm3, NULL, &x), CSP_OK);
+    CHECK_STATS(x, 0, 1, 0, 0, 0, 0, 0);
+    CHECK_INT(vm_rows(t, vm3), 0);
+    CHECK_INT(owners(t, id_shared), 1);
+    /* the last owner's removal deletes the row */
+    del(&v2, shared, a77);
+    CHECK_INT(apply(t, vm2, &v2, &x), CSP_OK);
+    CHECK_STATS(x, 0, 1, 0, 1, 0, 0, 1);
+    CHECK_INT(nrows(t, &t->fwd, shared, "A", a77), 0);
+    CHECK_INT(owners(t, id_shared), 0);
+    CHECK_INT(serial(t, &t->fwd), 6);
+    CHECK_INT(nrows(t, &t->fwd, grp, "A", a5), 1);
+
+    printf("  ownership rows whose records row was deleted by hand\n");
+    long long id_aaaa = row_id(t, &t->fwd, h1, "AAAA", v6a);
+    long long ghost = sql_int(t, "SELECT MAX(id) FROM records") + 1000000;
+    SQL(t, "DELETE FROM records WHERE id = %lld", id_aaaa);
+    SQL(t, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')", ghost, vm1);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 1, 0, 0, 6, 1, 0, 1);
+    CHECK_INT(owners(t, id_aaaa), 0);
+    CHECK_INT(sql_int(t,
+                      "SELECT COUNT(*) FROM cspdns_record WHERE record_id = %lld AND vm_id = '%s'",
+                      ghost, vm1),
+              0);
+    CHECK_INT(nrows(t, &t->fwd, h1, "AAAA", v6a), 1);
+    CHECK_INT(owners(t, row_id(t, &t->fwd, h1, "AAAA", v6a)), 1);
+    CHECK_INT(owned_by(t, vm1), 7);
+    CHECK_INT(serial(t, &t->fwd), 7);
+
+    printf("  duplicate owned rows are reduced to one\n");
+    SQL(t,
+        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+        "VALUES (%lld, '%s', 'A', '%s', 600, 0, 0, 1)",
+        t->fwd.id, h1, a5);
+    SQL(t, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')",
+        (long long)mysql_insert_id(t->db), vm1);
+    CHECK_INT(nrows(t, &t->fwd, h1, "A", a5), 2);
+    CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+    CHECK_STATS(x, 0, 1, 0, 7, 1, 0, 1);
+    CHECK_INT(nrows(t, &t->fwd, h1, "A", a5), 1);
+    CHECK_INT(row_id(t, &t->fwd, h1, "A", a5), id_a);
+    CHECK_INT(owned_by(t, vm1), 7);
+    CHECK_INT(serial(t, &t->fwd), 8);
+
+    printf("  two VMs in one transaction: each touched zone bumped once\n");
+    {
+        struct rset b4 = {0}, b5 = {0};
+        char n4[DNS_NAME_BUFSZ], n5[DNS_NAME_BUFSZ], a41[32], a42[32], p41[64];
+        snprintf(n4, sizeof n4, "b4.%s", t->fwd.name);
+        snprintf(n5, sizeof n5, "b5.%s", t->fwd.name);
+        ip4(t, t->o3, 41, a41, sizeof a41);
+        ip4(t, t->o3, 42, a42, sizeof a42);
+        ptr4(t, t->o3, 41, p41, sizeof p41);
+        add(&b4, DNS_RR_A, n4, a41, 60);
+        add(&b4, DNS_RR_PTR, p41, n4, 60);
+        add(&b5, DNS_RR_A, n5, a42, 60);
+        memset(&x, 0, sizeof x);
+        CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+        CHECK_INT(apply_in_txn(t, vm4, &b4, &x), CSP_OK);
+        CHECK_INT(apply_in_txn(t, vm5, &b5, &x), CSP_OK);
+        CHECK_INT(nrows(t, &t->fwd, n4, "A", a41), 0); /* not visible before commit */
+        CHECK_INT(pdns_store_commit(t->st, &x, err, sizeof err), CSP_OK);
+        CHECK_STATS(x, 3, 0, 0, 0, 0, 0, 2);
+        CHECK_INT(nrows(t, &t->fwd, n4, "A", a41), 1);
+        CHECK_INT(nrows(t, &t->r24, p41, "PTR", n4), 1);
+        CHECK_INT(nrows(t, &t->fwd, n5, "A", a42), 1);
+        CHECK_INT(serial(t, &t->fwd), 9);
+        CHECK_INT(serial(t, &t->r24), 102);
+    }
+
+    printf("  rollback leaves nothing\n");
+    {
+        struct rset b6 = {0}, b7 = {0};
+        char n6[DNS_NAME_BUFSZ], a60[32], p60[64], longvm[80];
+        snprintf(n6, sizeof n6, "rb.%s", t->fwd.name);
+        ip4(t, t->o3, 60, a60, sizeof a60);
+        ptr4(t, t->o3, 60, p60, sizeof p60);
+        add(&b6, DNS_RR_A, n6, a60, 60);
+        add(&b6, DNS_RR_PTR, p60, n6, 60);
+        memset(&x, 0, sizeof x);
+        CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+        CHECK_INT(apply_in_txn(t, vm6, &b6, &x), CSP_OK);
+        pdns_store_rollback(t->st);
+        CHECK_INT(nrows(t, &t->fwd, n6, "A", a60), 0);
+        CHECK_INT(nrows(t, &t->r24, p60, "PTR", n6), 0);
+        CHECK_INT(vm_rows(t, vm6), 0);
+        CHECK_INT(owned_by(t, vm6), 0);
+        CHECK_INT(serial(t, &t->fwd), 9);
+        CHECK_INT(serial(t, &t->r24), 102);
+        /* a failing apply rolls back the VMs applied before it in the same transaction */
+        add(&b7, DNS_RR_A, n6, a60, 60);
+        memset(longvm, 'x', 65);
+        longvm[65] = '\0';
+        CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+        CHECK_INT(apply_in_txn(t, vm7, &b7, &x), CSP_OK);
+        CHECK_INT(pdns_store_apply(t->st, longvm, NULL, 0, &x, err, sizeof err), CSP_PERMANENT);
+        CHECK_INT(pdns_store_commit(t->st, &x, err, sizeof err), CSP_PERMANENT);
+        CHECK_INT(nrows(t, &t->fwd, n6, "A", a60), 0);
+        CHECK_INT(vm_rows(t, vm7), 0);
+        CHECK_INT(serial(t, &t->fwd), 9);
+    }
+
+    printf("  a deadlock while reading owned rows is transient, and the next apply is quick\n");
+    {
+        struct rset by = {0};
+        char ny[DNS_NAME_BUFSZ], py[64], lock_y[256];
+        struct timespec t0, t1;
+        snprintf(ny, sizeof ny, "y.%s", t->fwd.name);
+        ptr4(t, t->o3b, 8, py, sizeof py);
+        add(&by, DNS_RR_PTR, py, ny, 60);
+        /* The store holds VM 6's row; the test's connection holds vm1's forward rows and then
+         * waits for VM 6's row while the store waits for vm1's rows. InnoDB rolls back the
+         * lighter transaction: the store's, as the test's has written hundreds of rows. */
+        memset(&x, 0, sizeof x);
+        CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+        CHECK_INT(apply_in_txn(t, vm6, &by, &x), CSP_OK);
+        SQL(t, "START TRANSACTION");
+        SQL(t, "UPDATE records SET ttl = ttl + 1 WHERE domain_id = %lld", t->fwd.id);
+        /* weight, so that InnoDB picks the store's transaction as the victim (rolled back) */
+        SQL(t,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+            "SELECT %lld, CONCAT('pad', seq, '.%s'), 'TXT', 'pad', 60, 0, 0, 1 FROM seq_1_to_500",
+            t->fwd.id, t->fwd.name);
+        snprintf(lock_y, sizeof lock_y,
+                 "INSERT INTO cspdns_vm (vm_id, updated_at) VALUES ('%s', UTC_TIMESTAMP()) "
+                 "ON DUPLICATE KEY UPDATE updated_at = UTC_TIMESTAMP()",
+                 vm6);
+        if (mysql_send_query(t->db, lock_y, (unsigned long)strlen(lock_y)))
+            die("send_query: %s", mysql_error(t->db));
+        struct dns_record recs[MAX_RECS];
+        size_t n = prepare(&v1, recs);
+        csp_status rc = pdns_store_apply(t->st, vm1, recs, n, &x, err, sizeof err);
+        printf("    %s\n", rc == CSP_OK ? "(no deadlock)" : err);
+        CHECK_INT(rc, CSP_TRANSIENT);
+        CHECK(strstr(err, "(errno 1213)") != NULL);
+        if (mysql_read_query_result(t->db))
+            die("the test's side of the deadlock failed: %s", mysql_error(t->db));
+        SQL(t, "ROLLBACK");
+        CHECK_INT(nrows(t, &t->r16, py, "PTR", ny), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        CHECK_STATS(x, 0, 0, 0, 7, 1, 0, 0);
+        CHECK(t1.tv_sec - t0.tv_sec < 5);
+        CHECK_INT(sql_int(t, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
+    }
+
+    printf("  a connection killed while idle is reopened by the next begin\n");
+    {
+        unsigned long long id = store_conn_id(t);
+        kill_conn(t, id);
+        CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
+        CHECK_STATS(x, 0, 0, 0, 7, 1, 0, 0);
+        CHECK(store_conn_id(t) != id);
+    }
+
+    printf("  a connection killed inside a transaction: transient, then recovered\n");
+    {
+        struct rset b9 = {0};
+        char n9[DNS_NAME_BUFSZ], a90[32], pw[256];
+        snprintf(n9, sizeof n9, "k.%s", t->fwd.name);
+        ip4(t, t->o3, 90, a90, sizeof a90);
+        add(&b9, DNS_RR_A, n9, a90, 60);
+        struct dns_record recs[MAX_RECS];
+        size_t n = prepare(&b9, recs);
+        CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+        kill_conn(t, store_conn_id(t));
+        memset(&x, 0, sizeof x);
+        CHECK_INT(pdns_store_apply(t->st, vm9, recs, n, &x, err, sizeof err), CSP_TRANSIENT);
+        printf("    %s\n", err);
+        CHECK(strncmp(err, "MySQL ", 6) == 0);
+        CHECK(strstr(err, "(errno ") != NULL);
+        CHECK(strstr(err, "while locking VM") != NULL);
+        snprintf(pw, sizeof pw, "%s", t->s.mysql_password);
+        CHECK(!*pw || strstr(err, pw) == NULL);
+        CHECK_INT(apply(t, vm9, &b9, &x), CSP_OK);
+        CHECK_STATS(x, 1, 0, 0, 0, 0, 0, 1);
+        CHECK_INT(nrows(t, &t->fwd, n9, "A", a90), 1);
+        CHECK_INT(serial(t, &t->fwd), 10);
+    }
+
+    printf("  removing every VM leaves only the hand-made records\n");
+    {
+        const char *vms[] = {vm1, vm2, vm3, vm4, vm5, vm6, vm7, vm9};
+        for (size_t i = 0; i < sizeof vms / sizeof vms[0]; i++)
+            CHECK_INT(apply(t, vms[i], NULL, &x), CSP_OK);
+        CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM cspdns_record WHERE vm_id LIKE '%s-%%'", t->p),
+                  0);
+        CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-%%'", t->p), 0);
+        CHECK_INT(sql_int(t,
+                          "SELECT COUNT(*) FROM records WHERE domain_id IN "
+                          "(%lld, %lld, %lld, %lld, %lld, %lld) AND type NOT IN ('SOA', 'NS')",
+                          t->fwd.id, t->sub.id, t->nosoa.id, t->r16.id, t->r24.id, t->r6.id),
+                  2);
+        CHECK_INT(nrows(t, &t->fwd, h1, "A", a99), 1);
+        CHECK_INT(nrows(t, &t->fwd, www, "A", a50), 1);
+    }
+}
+
+int main(void)
+{
+    static const char *const vars[] = {"MYSQL_PDNS_HOST", "MYSQL_PDNS_PORT", "MYSQL_PDNS_NAME",
+                                       "MYSQL_PDNS_USER", "MYSQL_PDNS_PASSWORD"};
+    struct ctx t;
+    char err[512];
+
+    memset(&t, 0, sizeof t);
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (!getenv(vars[i]))
+            die("%s is not set. This test needs a MariaDB with PowerDNS's schema loaded: set "
+                "MYSQL_PDNS_HOST, MYSQL_PDNS_PORT, MYSQL_PDNS_NAME, MYSQL_PDNS_USER and "
+                "MYSQL_PDNS_PASSWORD",
+                vars[i]);
+    t.s.mysql_host = getenv("MYSQL_PDNS_HOST");
+    t.s.mysql_port = atoi(getenv("MYSQL_PDNS_PORT"));
+    t.s.mysql_name = getenv("MYSQL_PDNS_NAME");
+    t.s.mysql_user = getenv("MYSQL_PDNS_USER");
+    t.s.mysql_password = getenv("MYSQL_PDNS_PASSWORD");
+    if (t.s.mysql_port <= 0 || t.s.mysql_port > 65535)
+        die("MYSQL_PDNS_PORT=%s is not a port number", getenv("MYSQL_PDNS_PORT"));
+    if (!strcmp(t.s.mysql_host, "localhost"))
+        die("MYSQL_PDNS_HOST=localhost uses the unix socket; this test finds the store's "
+            "connection by its TCP port, so give an address such as 127.0.0.1");
+
+    t.db = connect_db(&t.s);
+    test_open_errors(&t);
+    /* pdns_store_open creates the ownership tables, which setup and cleanup use. */
+    if (pdns_store_open(&t.s, &t.st, err, sizeof err) != CSP_OK)
+        die("pdns_store_open: %s", err);
+    setup_zones(&t);
+    printf("test_pdns_store: prefix %s, zones %s %s %s %s %s %s\n", t.p, t.fwd.name, t.sub.name,
+           t.nosoa.name, t.r24.name, t.r16.name, t.r6.name);
+    test_store(&t);
+    cleanup(&t);
+    pdns_store_free(t.st);
+    mysql_close(t.db);
+    return unit_done("pdns_store");
+}

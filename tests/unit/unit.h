@@ -1,0 +1,49 @@
+/* unit.h -- a minimal test harness for the C unit tests (one executable per module).
+ * Must not: hide failures; every failed check prints file:line and makes the run fail. */
+#ifndef CSPDNS_UNIT_H
+#define CSPDNS_UNIT_H
+
+#include <stdio.h>
+#include <string.h>
+
+static int unit_checks, unit_failures;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        unit_checks++;                                                                             \
+        if (!(cond)) {                                                                             \
+            unit_failures++;                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);             \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_STR(got, want)                                                                       \
+    do {                                                                                           \
+        const char *g_ = (got), *w_ = (want);                                                      \
+        unit_checks++;                                                                             \
+        if (!g_ || !w_ || strcmp(g_, w_) != 0) {                                                   \
+            unit_failures++;                                                                       \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: %s\n  got:  %s\n  want: %s\n", __FILE__,    \
+                    __LINE__, #got, g_ ? g_ : "(null)", w_ ? w_ : "(null)");                      \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_INT(got, want)                                                                       \
+    do {                                                                                           \
+        long long g_ = (long long)(got), w_ = (long long)(want);                                   \
+        unit_checks++;                                                                             \
+        if (g_ != w_) {                                                                            \
+            unit_failures++;                                                                       \
+            fprintf(stderr, "%s:%d: CHECK_INT failed: %s\n  got:  %lld\n  want: %lld\n",          \
+                    __FILE__, __LINE__, #got, g_, w_);                                             \
+        }                                                                                          \
+    } while (0)
+
+/* Call at the end of main: prints a summary and returns the exit status. */
+static inline int unit_done(const char *name)
+{
+    printf("%s: %d checks, %d failed\n", name, unit_checks, unit_failures);
+    return unit_failures ? 1 : 0;
+}
+
+#endif
