@@ -11,7 +11,7 @@
 #include "textbuf.h"
 
 struct cs_param {
-    const char *name;  /* send lower-case names: CloudStack sorts names case-sensitively */
+    const char *name; /* send lower-case names: CloudStack sorts names case-sensitively */
     const char *value;
 };
 
@@ -46,12 +46,12 @@ void cloudstack_set_deadline(struct cloudstack *cs, long long deadline_ms);
 
 /* The outcome of one call. */
 struct cs_reply {
-    json_doc *doc;             /* the whole response body when it was JSON; owned, free with
-                                  cs_reply_free */
-    const json_value *result;  /* the "<command lower-case>response" object inside doc, or NULL */
-    int http_status;           /* 0 when no HTTP response came back */
-    int errorcode;             /* CloudStack errorcode from an error body, else 0 */
-    int cserrorcode;           /* CloudStack cserrorcode, else 0 */
+    json_doc *doc;            /* the whole response body when it was JSON; owned, free with
+                                 cs_reply_free */
+    const json_value *result; /* the "<command lower-case>response" object inside doc, or NULL */
+    int http_status;          /* 0 when no HTTP response came back */
+    int errorcode;            /* CloudStack errorcode from an error body, else 0 */
+    int cserrorcode;          /* CloudStack cserrorcode, else 0 */
 };
 void cs_reply_free(struct cs_reply *r);
 
@@ -63,8 +63,9 @@ void cs_reply_free(struct cs_reply *r);
  *   CSP_TRANSIENT  connection/TLS/timeout errors, HTTP 5xx, 401 (credentials may be rotated), 429,
  *                  and any body that is not the JSON CloudStack sends.
  * err holds a one-line reason (never a key or signature) for both failures. */
-csp_status cloudstack_call(struct cloudstack *cs, const char *command, const struct cs_param *params,
-                           size_t n, struct cs_reply *r, char *err, size_t errlen);
+csp_status cloudstack_call(struct cloudstack *cs, const char *command,
+                           const struct cs_param *params, size_t n, struct cs_reply *r, char *err,
+                           size_t errlen);
 
 /* ---- lookups (each unwraps its list and returns one object, or NULL when gone) ---- */
 
@@ -85,8 +86,7 @@ csp_status cloudstack_get_domain(struct cloudstack *cs, const char *domain_id, s
                                  const json_value **domain, char *err, size_t errlen);
 
 /* listProjects id=<project_id> listall=true. */
-csp_status cloudstack_get_project(struct cloudstack *cs, const char *project_id,
-                                  struct cs_reply *r, const json_value **project, char *err,
-                                  size_t errlen);
+csp_status cloudstack_get_project(struct cloudstack *cs, const char *project_id, struct cs_reply *r,
+                                  const json_value **project, char *err, size_t errlen);
 
 #endif

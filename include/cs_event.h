@@ -23,9 +23,9 @@ struct cs_event {
      * so no API call is needed. NULL otherwise. Owned by doc or result_doc. */
     const json_value *vm;
     json_doc *doc;
-    json_doc *result_doc;    /* jobResult parsed from its 4.11-4.15 string form */
-    json_doc *cmdinfo_doc;   /* cmdInfo parsed from its string form */
-    json_doc *details_doc;   /* cmdInfo.ctxDetails parsed from its string form */
+    json_doc *result_doc;  /* jobResult parsed from its 4.11-4.15 string form */
+    json_doc *cmdinfo_doc; /* cmdInfo parsed from its string form */
+    json_doc *details_doc; /* cmdInfo.ctxDetails parsed from its string form */
 };
 
 /* Decodes payload[0..len). Returns 0 (ev->kind says what to do), or -1 when the message is

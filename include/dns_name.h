@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#define DNS_NAME_MAX 253  /* presentation form without the trailing dot */
+#define DNS_NAME_MAX 253 /* presentation form without the trailing dot */
 #define DNS_LABEL_MAX 63
 #define DNS_NAME_BUFSZ 256
 #define DNS_ADDR_BUFSZ 64 /* >= INET6_ADDRSTRLEN */
@@ -31,7 +31,8 @@ int dns_name_normalize(const char *in, int allow_underscore, char *out, size_t o
                        size_t errlen);
 
 /* Turns free text into a label: keeps [A-Za-z0-9-] lower-cased, maps every other byte run to a
- * single '-', trims hyphens at both ends, truncates to 63. Returns the length (0: nothing usable). */
+ * single '-', trims hyphens at both ends, truncates to 63. Returns the length (0: nothing usable).
+ */
 size_t dns_label_sanitize(const char *in, char *out, size_t outlen);
 
 /* "label" + "." + "zone", normalised and checked as dns_name_normalize. */

@@ -30,9 +30,9 @@ struct json_value {
     union {
         long long i;
         double d;
-        const char *s;         /* UTF-8 (validated), NUL-terminated */
-        json_value *items;     /* array items, in order */
-        json_member *members;  /* object members, in document order */
+        const char *s;        /* UTF-8 (validated), NUL-terminated */
+        json_value *items;    /* array items, in order */
+        json_member *members; /* object members, in document order */
     } u;
 };
 

@@ -18,8 +18,8 @@ void log_msg(log_level lvl, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Same, with pos=<topic>/<partition>@<offset> before msg. */
-void log_at(log_level lvl, const char *module, const char *topic, int32_t partition,
-            int64_t offset, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void log_at(log_level lvl, const char *module, const char *topic, int32_t partition, int64_t offset,
+            const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Continuation lines (a Lua traceback): each input line is logged with the same prefix. */
 void log_lines(log_level lvl, const char *module, const char *text);

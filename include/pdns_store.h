@@ -1,6 +1,6 @@
-/* pdns_store.h -- writes a VM's desired records into PowerDNS's gmysql tables, owning what it wrote.
- * Must not: decide a name or a record (it stores exactly the set it is given); never touch a row
- * it does not own; never log the database password. */
+/* pdns_store.h -- writes a VM's desired records into PowerDNS's gmysql tables, owning what it
+ * wrote. Must not: decide a name or a record (it stores exactly the set it is given); never touch a
+ * row it does not own; never log the database password. */
 #ifndef CSPDNS_PDNS_STORE_H
 #define CSPDNS_PDNS_STORE_H
 

@@ -1,5 +1,6 @@
 /* pipeline.h -- turns each consumed event into the records its VM should have, and applies them.
- * Must not: be bypassed; it is the only module that knows Kafka, CloudStack, the policy and the store. */
+ * Must not: be bypassed; it is the only module that knows Kafka, CloudStack, the policy and the
+ * store. */
 #ifndef CSPDNS_PIPELINE_H
 #define CSPDNS_PIPELINE_H
 

@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 struct settings_kv {
-    char *key;   /* librdkafka property name, e.g. "session.timeout.ms" */
+    char *key; /* librdkafka property name, e.g. "session.timeout.ms" */
     char *value;
 };
 
@@ -15,38 +15,38 @@ enum policy_on_error { POLICY_ON_ERROR_SKIP = 0, POLICY_ON_ERROR_RETRY = 1 };
 
 struct settings {
     /* Kafka */
-    char *kafka_bootstrap;          /* KAFKA_BOOTSTRAP */
-    char *kafka_topic;              /* KAFKA_TOPIC */
-    char *kafka_group;              /* KAFKA_GROUP */
-    struct settings_kv *kafka_cfg;  /* KAFKA_CFG_<PROPERTY>, in environment order */
+    char *kafka_bootstrap;         /* KAFKA_BOOTSTRAP */
+    char *kafka_topic;             /* KAFKA_TOPIC */
+    char *kafka_group;             /* KAFKA_GROUP */
+    struct settings_kv *kafka_cfg; /* KAFKA_CFG_<PROPERTY>, in environment order */
     size_t kafka_cfg_n;
     /* CloudStack */
-    char *cs_endpoint;              /* CS_ENDPOINT, http(s)://host[:port]/client/api */
-    char *cs_api_key;               /* CS_API_KEY */
-    char *cs_secret_key;            /* CS_SECRET_KEY */
-    int cs_timeout_ms;              /* CS_TIMEOUT (seconds, default 10) */
-    bool cs_verify_tls;             /* CS_VERIFY_TLS (default true) */
-    char *cs_ca_file;               /* CS_CA_FILE (optional) */
+    char *cs_endpoint;   /* CS_ENDPOINT, http(s)://host[:port]/client/api */
+    char *cs_api_key;    /* CS_API_KEY */
+    char *cs_secret_key; /* CS_SECRET_KEY */
+    int cs_timeout_ms;   /* CS_TIMEOUT (seconds, default 10) */
+    bool cs_verify_tls;  /* CS_VERIFY_TLS (default true) */
+    char *cs_ca_file;    /* CS_CA_FILE (optional) */
     /* PowerDNS database */
-    char *mysql_host;               /* MYSQL_PDNS_HOST */
-    int mysql_port;                 /* MYSQL_PDNS_PORT (default 3306) */
-    char *mysql_name;               /* MYSQL_PDNS_NAME */
-    char *mysql_user;               /* MYSQL_PDNS_USER */
-    char *mysql_password;           /* MYSQL_PDNS_PASSWORD */
+    char *mysql_host;     /* MYSQL_PDNS_HOST */
+    int mysql_port;       /* MYSQL_PDNS_PORT (default 3306) */
+    char *mysql_name;     /* MYSQL_PDNS_NAME */
+    char *mysql_user;     /* MYSQL_PDNS_USER */
+    char *mysql_password; /* MYSQL_PDNS_PASSWORD */
     /* Naming (passed to the policy) */
-    int dns_ttl;                    /* DNS_RECORD_TTL (default 60) */
-    char *dns_common_zone;          /* DNS_COMMON_ZONE (optional) */
-    bool dns_add_to_common_zone;    /* DNS_ADD_TO_COMMON_ZONE (default false) */
+    int dns_ttl;                 /* DNS_RECORD_TTL (default 60) */
+    char *dns_common_zone;       /* DNS_COMMON_ZONE (optional) */
+    bool dns_add_to_common_zone; /* DNS_ADD_TO_COMMON_ZONE (default false) */
     /* Policy */
-    char *policy_file;              /* POLICY_FILE; NULL = the built-in default policy */
-    long policy_max_instructions;   /* POLICY_MAX_INSTRUCTIONS (default 10000000) */
-    int policy_timeout_ms;          /* POLICY_TIMEOUT_MS (default 5000) */
-    int policy_max_memory_mb;       /* POLICY_MAX_MEMORY_MB (default 64) */
+    char *policy_file;                    /* POLICY_FILE; NULL = the built-in default policy */
+    long policy_max_instructions;         /* POLICY_MAX_INSTRUCTIONS (default 10000000) */
+    int policy_timeout_ms;                /* POLICY_TIMEOUT_MS (default 5000) */
+    int policy_max_memory_mb;             /* POLICY_MAX_MEMORY_MB (default 64) */
     enum policy_on_error policy_on_error; /* POLICY_ON_ERROR=skip|retry (default skip) */
-    int max_records_per_vm;         /* MAX_RECORDS_PER_VM (default 1000) */
+    int max_records_per_vm;               /* MAX_RECORDS_PER_VM (default 1000) */
     /* Daemon */
-    int log_level;                  /* LOG_LEVEL=debug|info|warn|error (default info) */
-    int retry_max_backoff_ms;       /* RETRY_MAX_BACKOFF_MS (default 30000) */
+    int log_level;            /* LOG_LEVEL=debug|info|warn|error (default info) */
+    int retry_max_backoff_ms; /* RETRY_MAX_BACKOFF_MS (default 30000) */
 };
 
 /* What a subcommand needs; settings_check reports the first missing one. */

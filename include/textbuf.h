@@ -12,7 +12,10 @@ typedef struct textbuf {
     size_t cap;
 } textbuf;
 
-#define TEXTBUF_INIT {NULL, 0, 0}
+#define TEXTBUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* All appenders return 0, or -1 when memory ran out (the buffer then keeps its old content). */
 int textbuf_append(textbuf *sb, const char *data, size_t len);

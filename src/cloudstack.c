@@ -143,8 +143,8 @@ int cloudstack_sign(const char *secret, const struct cs_param *params, size_t n,
     int rc = -1;
     if (cloudstack_canonical_query(params, n, &q) != 0)
         goto out;
-    if (!HMAC(EVP_sha1(), secret, (int)strlen(secret), (const unsigned char *)textbuf_str(&q), q.len,
-              md, &mdlen) ||
+    if (!HMAC(EVP_sha1(), secret, (int)strlen(secret), (const unsigned char *)textbuf_str(&q),
+              q.len, md, &mdlen) ||
         mdlen != 20)
         goto out;
     EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);

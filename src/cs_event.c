@@ -1,5 +1,6 @@
 /* cs_event.c -- understands CloudStack's action-event and async-job records (4.11 to 4.20 shapes).
- * Must not: call the API or trust an action event's "Completed" as success; it only names the VM. */
+ * Must not: call the API or trust an action event's "Completed" as success; it only names the VM.
+ */
 #include "cs_event.h"
 
 #include <ctype.h>
@@ -9,15 +10,27 @@
 
 /* Jobs whose SUCCEEDED record names a VM whose addresses may have changed. */
 static const char *const job_types[] = {
-    "VM.CREATE",  "VM.START",   "NIC.CREATE", "NIC.DELETE", "NIC.UPDATE", "NIC.SECONDARY.IP.ASSIGN",
-    "NIC.SECONDARY.IP.UNASSIGN", NULL,
+    "VM.CREATE",
+    "VM.START",
+    "NIC.CREATE",
+    "NIC.DELETE",
+    "NIC.UPDATE",
+    "NIC.SECONDARY.IP.ASSIGN",
+    "NIC.SECONDARY.IP.UNASSIGN",
+    NULL,
 };
 /* Action events whose Completed record names such a VM. Completed does not mean success (a
  * failed destroy is Completed too); the VM's current state decides. */
 static const char *const action_types[] = {
-    "VM.DESTROY", "VM.EXPUNGE", "VM.RECOVER",
-    "VM.UPDATE",  "NIC.CREATE", "NIC.DELETE",
-    "NIC.UPDATE", "NIC.SECONDARY.IP.ASSIGN", "NIC.SECONDARY.IP.UNASSIGN",
+    "VM.DESTROY",
+    "VM.EXPUNGE",
+    "VM.RECOVER",
+    "VM.UPDATE",
+    "NIC.CREATE",
+    "NIC.DELETE",
+    "NIC.UPDATE",
+    "NIC.SECONDARY.IP.ASSIGN",
+    "NIC.SECONDARY.IP.UNASSIGN",
     NULL,
 };
 
@@ -94,8 +107,8 @@ static int embedded_json(const json_value *v, int has_prefix, json_doc **doc,
         for (int sep = 0; sep < 2; sep++) {
             const char *slash = memchr(text, '/', len);
             if (!slash)
-                return malformed(err, errlen,
-                                 "field \"%s\" is not \"<class>/<object>/<json>\"", field);
+                return malformed(err, errlen, "field \"%s\" is not \"<class>/<object>/<json>\"",
+                                 field);
             len -= (size_t)(slash + 1 - text);
             text = slash + 1;
         }
@@ -151,8 +164,7 @@ static int decode_job(struct cs_event *ev, char *err, size_t errlen)
 
     const json_value *jr = json_get(root, "jobResult"), *result, *cmd, *details;
     if (embedded_json(jr, 1, &ev->result_doc, &result, "jobResult", err, errlen) ||
-        embedded_json(json_get(root, "cmdInfo"), 0, &ev->cmdinfo_doc, &cmd, "cmdInfo", err,
-                      errlen))
+        embedded_json(json_get(root, "cmdInfo"), 0, &ev->cmdinfo_doc, &cmd, "cmdInfo", err, errlen))
         return -1;
     if (result && result->type != JSON_OBJECT)
         return malformed(err, errlen, "%s is not a JSON object", "jobResult");
@@ -163,7 +175,8 @@ static int decode_job(struct cs_event *ev, char *err, size_t errlen)
                              "cmdInfo.ctxDetails", err, errlen))
         return -1;
 
-    int vm_result = result && is_vm_response(result, jr && jr->type == JSON_STRING ? jr->u.s : NULL);
+    int vm_result =
+        result && is_vm_response(result, jr && jr->type == JSON_STRING ? jr->u.s : NULL);
     const char *id = NULL;
     if (vm_result && opt_string(result, "id", &id, err, errlen))
         return -1;
@@ -174,8 +187,8 @@ static int decode_job(struct cs_event *ev, char *err, size_t errlen)
         return -1;
     if (!id && cmd && opt_string(cmd, "virtualmachineid", &id, err, errlen))
         return -1;
-    if (!id && details && opt_string(details, "interface com.cloud.vm.VirtualMachine", &id, err,
-                                     errlen))
+    if (!id && details &&
+        opt_string(details, "interface com.cloud.vm.VirtualMachine", &id, err, errlen))
         return -1;
     if (!id) {
         ev->why_ignored = "no VM id in the job record";
@@ -217,7 +230,8 @@ static int decode_action(struct cs_event *ev, char *err, size_t errlen)
         return 0;
     }
     if (!vm && entity && entity_uuid &&
-        (strcmp(entity, "com.cloud.vm.VirtualMachine") == 0 || strcmp(entity, "VirtualMachine") == 0))
+        (strcmp(entity, "com.cloud.vm.VirtualMachine") == 0 ||
+         strcmp(entity, "VirtualMachine") == 0))
         vm = entity_uuid;
     if (!vm) {
         ev->why_ignored = "no VM id in the action event";
@@ -244,7 +258,8 @@ int cs_event_decode(const char *payload, size_t len, struct cs_event *ev, char *
     /* The bus carries no envelope: the record's keys tell its category. */
     if (json_get(ev->root, "jobId"))
         return decode_job(ev, err, errlen);
-    const json_value *ev_type = json_get(ev->root, "event"), *ev_status = json_get(ev->root, "status");
+    const json_value *ev_type = json_get(ev->root, "event"),
+                     *ev_status = json_get(ev->root, "status");
     if (ev_type && ev_status && !json_get(ev->root, "resource"))
         return decode_action(ev, err, errlen);
     ev->why_ignored = "not an action event or async-job record";

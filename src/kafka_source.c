@@ -37,9 +37,10 @@ static long long now_ms(void)
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    log_level lvl = level <= 3 ? LOG_LVL_ERROR : level <= 4 ? LOG_LVL_WARN
-                                                 : level <= 6 ? LOG_LVL_INFO
-                                                              : LOG_LVL_DEBUG;
+    log_level lvl = level <= 3   ? LOG_LVL_ERROR
+                    : level <= 4 ? LOG_LVL_WARN
+                    : level <= 6 ? LOG_LVL_INFO
+                                 : LOG_LVL_DEBUG;
     log_msg(lvl, "kafka", "%s: %s", fac, buf);
 }
 
@@ -200,8 +201,8 @@ static void set_paused(struct kafka_source *ks, struct rewind *r, int pause)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, r->topic, r->partition);
-    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(ks->rk, l)
-                                  : rd_kafka_resume_partitions(ks->rk, l);
+    rd_kafka_resp_err_t e =
+        pause ? rd_kafka_pause_partitions(ks->rk, l) : rd_kafka_resume_partitions(ks->rk, l);
     if (e)
         log_msg(LOG_LVL_WARN, "kafka", "%s %s/%" PRId32 ": %s", pause ? "pause" : "resume",
                 r->topic, r->partition, rd_kafka_err2str(e));

@@ -43,22 +43,23 @@ static void install_signals(void)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: cs-pdns <command> [options]\n"
-            "\n"
-            "Gives every CloudStack VM DNS names: consumes CloudStack's Kafka event bus, asks a\n"
-            "Lua policy which A/AAAA/PTR records each VM should have, and writes exactly those into\n"
-            "PowerDNS's MySQL database.\n"
-            "\n"
-            "Commands:\n"
-            "  run                      consume events in the foreground until SIGTERM/SIGINT\n"
-            "  check                    validate the settings and load the policy, then exit\n"
-            "  test [--policy FILE] PATH...\n"
-            "                           run Lua policy tests (*_test.lua) in the policy sandbox\n"
-            "  version, --version       print the version\n"
-            "  help, --help             print this help\n"
-            "\n"
-            "Settings come from the environment:\n");
+    fprintf(
+        out,
+        "Usage: cs-pdns <command> [options]\n"
+        "\n"
+        "Gives every CloudStack VM DNS names: consumes CloudStack's Kafka event bus, asks a\n"
+        "Lua policy which A/AAAA/PTR records each VM should have, and writes exactly those into\n"
+        "PowerDNS's MySQL database.\n"
+        "\n"
+        "Commands:\n"
+        "  run                      consume events in the foreground until SIGTERM/SIGINT\n"
+        "  check                    validate the settings and load the policy, then exit\n"
+        "  test [--policy FILE] PATH...\n"
+        "                           run Lua policy tests (*_test.lua) in the policy sandbox\n"
+        "  version, --version       print the version\n"
+        "  help, --help             print this help\n"
+        "\n"
+        "Settings come from the environment:\n");
     for (const struct settings_doc *d = settings_docs; d->name; d++)
         fprintf(out, "  %-24s %s%s%s%s\n", d->name, d->meaning, *d->def ? " [" : "", d->def,
                 *d->def ? "]" : "");
@@ -71,9 +72,13 @@ static void usage(FILE *out)
 static int load_settings(struct settings *s, int need)
 {
     char err[512];
-    if (settings_load(s, environ, err, sizeof err) != 0 ||
-        settings_check(s, need, err, sizeof err) != 0) {
+    if (settings_load(s, environ, err, sizeof err) != 0) {
         fprintf(stderr, "cs-pdns: %s\n", err);
+        return -1;
+    }
+    if (settings_check(s, need, err, sizeof err) != 0) {
+        fprintf(stderr, "cs-pdns: %s\n", err);
+        settings_free(s);
         return -1;
     }
     log_set_level((log_level)s->log_level);

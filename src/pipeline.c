@@ -195,8 +195,7 @@ static pipe_outcome sync_vm(struct pipeline *p, const struct cs_event *ev, const
         policy_result pr = policy_records(p->policy, &in, &recs, &n, err, sizeof err);
         if (pr == POLICY_TRANSIENT) {
             log_at(LOG_LVL_WARN, "policy", at->topic, at->partition, at->offset,
-                   "vm=%s: a CloudStack call in the policy failed, will retry: %s", ev->vm_id,
-                   err);
+                   "vm=%s: a CloudStack call in the policy failed, will retry: %s", ev->vm_id, err);
             goto out;
         }
         if (pr == POLICY_FAILED) {
@@ -236,9 +235,9 @@ static pipe_outcome sync_vm(struct pipeline *p, const struct cs_event *ev, const
     log_at(LOG_LVL_INFO, "pipeline", at->topic, at->partition, at->offset,
            "vm=%s event=%s state=%s records=%zu added=%u removed=%u updated=%u unchanged=%u "
            "no_zone=%u foreign=%u",
-           ev->vm_id, ev->type, vm ? (json_get_str(vm, "state") ? json_get_str(vm, "state") : "?")
-                                   : "gone",
-           n, stats.added, stats.removed, stats.updated, stats.unchanged, stats.no_zone,
+           ev->vm_id, ev->type,
+           vm ? (json_get_str(vm, "state") ? json_get_str(vm, "state") : "?") : "gone", n,
+           stats.added, stats.removed, stats.updated, stats.unchanged, stats.no_zone,
            stats.foreign);
     out = PIPE_DONE;
 out:

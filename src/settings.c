@@ -17,9 +17,11 @@ const struct settings_doc settings_docs[] = {
     {"KAFKA_BOOTSTRAP", "(required)", "Kafka bootstrap servers, host:port[,host:port...]"},
     {"KAFKA_TOPIC", "(required)", "topic CloudStack's Kafka event bus publishes to"},
     {"KAFKA_GROUP", "(required)", "consumer group id; instances in one group share the partitions"},
-    {"KAFKA_CFG_<PROPERTY>", "", "any librdkafka property, e.g. KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL"},
+    {"KAFKA_CFG_<PROPERTY>", "",
+     "any librdkafka property, e.g. KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL"},
     {"CS_ENDPOINT", "(required)", "CloudStack API URL, e.g. https://cloud.example.com/client/api"},
-    {"CS_API_KEY", "(required)", "API key of an account that can list all VMs (or CS_API_KEY_FILE)"},
+    {"CS_API_KEY", "(required)",
+     "API key of an account that can list all VMs (or CS_API_KEY_FILE)"},
     {"CS_SECRET_KEY", "(required)", "secret key for CS_API_KEY (or CS_SECRET_KEY_FILE)"},
     {"CS_TIMEOUT", "10", "seconds one CloudStack API request may take"},
     {"CS_VERIFY_TLS", "true", "verify the CloudStack server's TLS certificate"},
@@ -238,8 +240,7 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
         load_int(envp, "POLICY_TIMEOUT_MS", 10, 600000, &s->policy_timeout_ms, err, errlen) ||
         load_int(envp, "POLICY_MAX_MEMORY_MB", 4, 16384, &s->policy_max_memory_mb, err, errlen) ||
         load_int(envp, "MAX_RECORDS_PER_VM", 1, 100000, &s->max_records_per_vm, err, errlen) ||
-        load_int(envp, "RETRY_MAX_BACKOFF_MS", 100, 3600000, &s->retry_max_backoff_ms, err,
-                 errlen))
+        load_int(envp, "RETRY_MAX_BACKOFF_MS", 100, 3600000, &s->retry_max_backoff_ms, err, errlen))
         goto fail;
     s->cs_timeout_ms = timeout_s * 1000;
 
@@ -313,11 +314,10 @@ int settings_check(const struct settings *s, int need, char *err, size_t errlen)
 
 void settings_free(struct settings *s)
 {
-    char **strings[] = {&s->kafka_bootstrap, &s->kafka_topic,    &s->kafka_group,
-                        &s->cs_endpoint,     &s->cs_api_key,     &s->cs_secret_key,
-                        &s->cs_ca_file,      &s->mysql_host,     &s->mysql_name,
-                        &s->mysql_user,      &s->mysql_password, &s->dns_common_zone,
-                        &s->policy_file};
+    char **strings[] = {
+        &s->kafka_bootstrap, &s->kafka_topic,     &s->kafka_group, &s->cs_endpoint, &s->cs_api_key,
+        &s->cs_secret_key,   &s->cs_ca_file,      &s->mysql_host,  &s->mysql_name,  &s->mysql_user,
+        &s->mysql_password,  &s->dns_common_zone, &s->policy_file};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;

@@ -108,7 +108,8 @@ static int read_all(const char *path, char **out, size_t *len, char *err, size_t
     }
     long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     if (size < 0 || (unsigned long)size > MAX_FIXTURE_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-        snprintf(err, errlen, "cannot read %.300s: %s", path, size < 0 ? strerror(errno) : "too large");
+        snprintf(err, errlen, "cannot read %.300s: %s", path,
+                 size < 0 ? strerror(errno) : "too large");
         fclose(f);
         return -1;
     }

@@ -11,9 +11,10 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: kafka-mock [-b brokers] [-f bootstrap-file] [-d debug] [topic:partitions...]\n"
-                    "Prints the bootstrap address (also written atomically to the file), then\n"
-                    "serves until SIGTERM or SIGINT.\n");
+    fprintf(stderr,
+            "usage: kafka-mock [-b brokers] [-f bootstrap-file] [-d debug] [topic:partitions...]\n"
+            "Prints the bootstrap address (also written atomically to the file), then\n"
+            "serves until SIGTERM or SIGINT.\n");
 }
 
 static int write_file(const char *path, const char *text)
@@ -79,7 +80,8 @@ int main(int argc, char **argv)
         int parts = colon ? atoi(colon + 1) : 1;
         if (colon)
             *colon = '\0';
-        if (parts < 1 || rd_kafka_mock_topic_create(mc, argv[i], parts, brokers < 3 ? brokers : 3)) {
+        if (parts < 1 ||
+            rd_kafka_mock_topic_create(mc, argv[i], parts, brokers < 3 ? brokers : 3)) {
             fprintf(stderr, "kafka-mock: cannot create topic %s\n", argv[i]);
             return 1;
         }

@@ -133,25 +133,27 @@ static void test_jobs_without_vm_result(void)
     struct cs_event ev;
     char err[256] = "";
     /* addIpToNic answers with a NicSecondaryIpResponse that names the VM. */
-    CHECK_INT(decode_str("{\"jobId\":\"j\",\"commandEventType\":\"NIC.SECONDARY.IP.ASSIGN\","
-                         "\"status\":\"SUCCEEDED\",\"instanceType\":\"None\",\"instanceUuid\":\"\","
-                         "\"jobResult\":\"org.apache.cloudstack.api.response.NicSecondaryIpResponse/"
-                         "nicsecondaryip/{\\\"id\\\":\\\"s1\\\",\\\"ipaddress\\\":\\\"10.1.1.9\\\","
-                         "\\\"virtualmachineid\\\":\\\"VM-1\\\"}\"}",
-                         &ev, err, sizeof err),
-              0);
+    CHECK_INT(
+        decode_str("{\"jobId\":\"j\",\"commandEventType\":\"NIC.SECONDARY.IP.ASSIGN\","
+                   "\"status\":\"SUCCEEDED\",\"instanceType\":\"None\",\"instanceUuid\":\"\","
+                   "\"jobResult\":\"org.apache.cloudstack.api.response.NicSecondaryIpResponse/"
+                   "nicsecondaryip/{\\\"id\\\":\\\"s1\\\",\\\"ipaddress\\\":\\\"10.1.1.9\\\","
+                   "\\\"virtualmachineid\\\":\\\"VM-1\\\"}\"}",
+                   &ev, err, sizeof err),
+        0);
     CHECK_INT(ev.kind, CS_EVENT_VM);
     CHECK_STR(ev.vm_id, "vm-1");
     CHECK(ev.vm == NULL);
     cs_event_clear(&ev);
 
     /* A NIC job's VM response is trimmed to NICs: it must not be taken as the whole VM. */
-    CHECK_INT(decode_str("{\"jobId\":\"j\",\"commandEventType\":\"NIC.CREATE\",\"status\":"
-                         "\"SUCCEEDED\",\"jobResult\":{\"id\":\"vm-2\",\"state\":\"Running\","
-                         "\"nic\":[],\"class\":\"org.apache.cloudstack.api.response.UserVmResponse\","
-                         "\"object\":\"virtualmachine\"}}",
-                         &ev, err, sizeof err),
-              0);
+    CHECK_INT(
+        decode_str("{\"jobId\":\"j\",\"commandEventType\":\"NIC.CREATE\",\"status\":"
+                   "\"SUCCEEDED\",\"jobResult\":{\"id\":\"vm-2\",\"state\":\"Running\","
+                   "\"nic\":[],\"class\":\"org.apache.cloudstack.api.response.UserVmResponse\","
+                   "\"object\":\"virtualmachine\"}}",
+                   &ev, err, sizeof err),
+        0);
     CHECK_INT(ev.kind, CS_EVENT_VM);
     CHECK_STR(ev.vm_id, "vm-2");
     CHECK(ev.vm == NULL);

@@ -509,9 +509,9 @@ static void test_big_inputs(void)
     size_t n = 0;
     while (sb.len < ((size_t)16 << 20) - 200) {
         textbuf_printf(&sb,
-                      "%s{\"id\":\"vm-%zu\",\"n\":%zu,\"x\":%zu.5,\"s\":\"a\\u003db\xC3\xA9\","
-                      "\"t\":[true,null]}",
-                      n ? "," : "", n, n, n);
+                       "%s{\"id\":\"vm-%zu\",\"n\":%zu,\"x\":%zu.5,\"s\":\"a\\u003db\xC3\xA9\","
+                       "\"t\":[true,null]}",
+                       n ? "," : "", n, n, n);
         n++;
     }
     textbuf_putc(&sb, ']');

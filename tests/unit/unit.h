@@ -13,7 +13,7 @@ static int unit_checks, unit_failures;
         unit_checks++;                                                                             \
         if (!(cond)) {                                                                             \
             unit_failures++;                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
         }                                                                                          \
     } while (0)
 
@@ -23,8 +23,8 @@ static int unit_checks, unit_failures;
         unit_checks++;                                                                             \
         if (!g_ || !w_ || strcmp(g_, w_) != 0) {                                                   \
             unit_failures++;                                                                       \
-            fprintf(stderr, "%s:%d: CHECK_STR failed: %s\n  got:  %s\n  want: %s\n", __FILE__,    \
-                    __LINE__, #got, g_ ? g_ : "(null)", w_ ? w_ : "(null)");                      \
+            fprintf(stderr, "%s:%d: CHECK_STR failed: %s\n  got:  %s\n  want: %s\n", __FILE__,     \
+                    __LINE__, #got, g_ ? g_ : "(null)", w_ ? w_ : "(null)");                       \
         }                                                                                          \
     } while (0)
 
@@ -34,8 +34,8 @@ static int unit_checks, unit_failures;
         unit_checks++;                                                                             \
         if (g_ != w_) {                                                                            \
             unit_failures++;                                                                       \
-            fprintf(stderr, "%s:%d: CHECK_INT failed: %s\n  got:  %lld\n  want: %lld\n",          \
-                    __FILE__, __LINE__, #got, g_, w_);                                             \
+            fprintf(stderr, "%s:%d: CHECK_INT failed: %s\n  got:  %lld\n  want: %lld\n", __FILE__, \
+                    __LINE__, #got, g_, w_);                                                       \
         }                                                                                          \
     } while (0)
 
