@@ -5,6 +5,7 @@ Creates, starts, updates, destroys, recovers and expunges VMs through the simula
 which publishes CloudStack's own event records; asserts what PowerDNS answers over DNS and what
 rows the database holds. Must not: write records itself, or read cs-pdns's internals.
 """
+import json
 import re
 import sys
 import time
@@ -89,8 +90,11 @@ def admin_for_customer():
     vm_id = w.deploy("cust-app", group="")
     ip = w.default_nic(vm_id)["ipaddress"]
     wait_until("customer's zone", lambda: st.dig(fqdn("cust-app")) == [ip], 10)
-    state = st.control("state")
-    assert state, "simulator state"
+    jobs = [json.loads(e["value"]) for e in st.control("events?since=0")["events"]
+            if e["key"] == vm_id and '"jobId"' in e["value"] and "SUCCEEDED" in e["value"]]
+    assert jobs, "no job record for the deploy"
+    assert jobs[-1]["account"] != w.acme_id, "the event should name the caller, not the owner"
+    eq(jobs[-1]["jobResult"]["account"], "acme", "owner in jobResult")
 
 
 def created_stopped_then_started():
