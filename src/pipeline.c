@@ -95,6 +95,13 @@ void pipeline_free(struct pipeline *p)
     free(p);
 }
 
+static long long monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -192,7 +199,12 @@ static pipe_outcome sync_vm(struct pipeline *p, const struct cs_event *ev, const
             .partition = at->partition,
             .offset = at->offset,
         };
+        /* The policy's own cs.call requests must end within the policy's time budget. */
+        if (p->cs)
+            cloudstack_set_deadline(p->cs, monotonic_ms() + p->s->policy_timeout_ms);
         policy_result pr = policy_records(p->policy, &in, &recs, &n, err, sizeof err);
+        if (p->cs)
+            cloudstack_set_deadline(p->cs, 0);
         if (pr == POLICY_TRANSIENT) {
             log_at(LOG_LVL_WARN, "policy", at->topic, at->partition, at->offset,
                    "vm=%s: a CloudStack call in the policy failed, will retry: %s", ev->vm_id, err);

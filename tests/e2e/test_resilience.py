@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from harness import Results, Stack, eq, wait_until
+from harness import API_KEY, SECRET, Results, Stack, eq, wait_until
 from world import World
 
 N = 12
@@ -108,6 +108,13 @@ def idle_latency():
     print("  deploy call -> dig answer (s): " + " ".join(f"{s:.3f}" for s in samples))
 
 
+def no_secrets_in_logs():
+    text = st.log_text(since_start=False)
+    assert len(text) > 1000, "the debug log is unexpectedly short"
+    for secret in (API_KEY, SECRET, "signature=", "apikey=", st.state["mysql"]["password"]):
+        assert secret not in text, f"{secret!r} appears in cs-pdns's log"
+
+
 try:
     r.check("setup", setup)
     r.check("API 5xx: events wait and are applied after recovery", api_5xx_then_recovery)
@@ -117,6 +124,7 @@ try:
     r.check("SIGTERM: exit 0; restart resumes without loss or replay", sigterm_then_resume)
     r.check("SIGINT: clean leave", sigint_is_clean_too)
     r.check("idle latency from event to DNS", idle_latency)
+    r.check("no key, secret, signature or password in the debug log", no_secrets_in_logs)
 finally:
     if r.failed:
         st.dump_logs()
