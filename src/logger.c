@@ -1,5 +1,6 @@
-/* logger.c -- levelled, one-line-per-outcome logging to stderr in logfmt.
- * Must not: buffer or drop lines, or know about any other module; callers never pass secrets. */
+/* logger.c -- levelled, one-line-per-outcome logging to stderr in logfmt or JSON.
+ * Must not: buffer or drop lines, or know about any module but the json/textbuf helpers; callers
+ * never pass secrets. */
 #include "logger.h"
 
 #include <inttypes.h>
@@ -9,7 +10,11 @@
 #include <strings.h>
 #include <time.h>
 
+#include "json.h"
+#include "textbuf.h"
+
 static volatile int current_level = LOG_LVL_INFO;
+static volatile int current_format = LOG_FORMAT_LOGFMT;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -33,6 +38,20 @@ int log_enabled(log_level lvl)
     return (int)lvl >= current_level;
 }
 
+int log_format_parse(const char *s)
+{
+    if (strcasecmp(s, "logfmt") == 0)
+        return LOG_FORMAT_LOGFMT;
+    if (strcasecmp(s, "json") == 0)
+        return LOG_FORMAT_JSON;
+    return -1;
+}
+
+void log_set_format(log_format fmt)
+{
+    current_format = fmt;
+}
+
 static void timestamp(char out[32])
 {
     struct timespec ts;
@@ -44,11 +63,11 @@ static void timestamp(char out[32])
 }
 
 /* Quotes msg so that one call is always one line, whatever the message holds. */
-static void emit(log_level lvl, const char *module, const char *pos, const char *msg)
+static void emit_logfmt(const char *ts, log_level lvl, const char *module, const char *pos,
+                        const char *msg)
 {
-    char ts[32], line[8192];
+    char line[8192];
     size_t o = 0;
-    timestamp(ts);
     int n = snprintf(line, sizeof line, "ts=%s level=%s mod=%s%s%s msg=\"", ts, level_names[lvl],
                      module, pos ? " pos=" : "", pos ? pos : "");
     o = n > 0 && (size_t)n < sizeof line ? (size_t)n : 0;
@@ -68,6 +87,39 @@ static void emit(log_level lvl, const char *module, const char *pos, const char 
     line[o++] = '"';
     line[o++] = '\n';
     fwrite(line, 1, o, stderr);
+}
+
+static int put_field(textbuf *tb, const char *key, const char *value)
+{
+    return textbuf_printf(tb, ",\"%s\":", key) | json_write_string(tb, value, strlen(value));
+}
+
+/* One JSON object per line; the line goes out in one write, like the logfmt one. */
+static void emit_json(const char *ts, log_level lvl, const char *module, const char *pos,
+                      const char *msg)
+{
+    textbuf tb = TEXTBUF_INIT;
+    int rc = textbuf_printf(&tb, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, level_names[lvl]);
+    rc |= put_field(&tb, "mod", module);
+    if (pos)
+        rc |= put_field(&tb, "pos", pos);
+    rc |= put_field(&tb, "msg", msg) | textbuf_puts(&tb, "}\n");
+    /* Out of memory: a line in the other format beats losing it. */
+    if (rc == 0)
+        fwrite(tb.buf, 1, tb.len, stderr);
+    else
+        emit_logfmt(ts, lvl, module, pos, msg);
+    textbuf_free(&tb);
+}
+
+static void emit(log_level lvl, const char *module, const char *pos, const char *msg)
+{
+    char ts[32];
+    timestamp(ts);
+    if (current_format == LOG_FORMAT_JSON)
+        emit_json(ts, lvl, module, pos, msg);
+    else
+        emit_logfmt(ts, lvl, module, pos, msg);
 }
 
 static void vlog(log_level lvl, const char *module, const char *pos, const char *fmt, va_list ap)

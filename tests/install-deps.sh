@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       librdkafka-dev liblua5.4-dev lua5.4 lua-cjson lua-cjson-dev libmariadb-dev
-      libcurl4-openssl-dev libssl-dev
+      libcurl4-openssl-dev libssl-dev libmicrohttpd-dev
       mariadb-server mariadb-client pdns-server pdns-backend-mysql dnsutils kcat python3)
 missing=()
 for p in "${PKGS[@]}"; do
