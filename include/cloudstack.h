@@ -44,6 +44,11 @@ void cloudstack_free(struct cloudstack *cs);
  * CLOCK_MONOTONIC); 0 clears. A call started after the deadline fails as CSP_TRANSIENT. */
 void cloudstack_set_deadline(struct cloudstack *cs, long long deadline_ms);
 
+/* Told about every request that reached the network: its command, the HTTP status (0 when no
+ * answer came) and how long it took. For metrics; it must not call back into the client. */
+typedef void (*cloudstack_observer)(void *ud, const char *command, int http_status, double secs);
+void cloudstack_set_observer(struct cloudstack *cs, cloudstack_observer fn, void *ud);
+
 /* The outcome of one call. */
 struct cs_reply {
     json_doc *doc;            /* the whole response body when it was JSON; owned, free with
@@ -88,5 +93,46 @@ csp_status cloudstack_get_domain(struct cloudstack *cs, const char *domain_id, s
 /* listProjects id=<project_id> listall=true. */
 csp_status cloudstack_get_project(struct cloudstack *cs, const char *project_id, struct cs_reply *r,
                                   const json_value **project, char *err, size_t errlen);
+
+/* ---- listing every VM (resync) ---- */
+
+/* Walks listVirtualMachines listall=true page by page (page/pagesize), then again with
+ * projectid=-1 (project VMs are hidden otherwise), and hands out each VM once: newer CloudStack
+ * answers projectid=-1 with every VM, so the second pass is deduplicated by id.
+ * The listing is complete only when every page came back, each pass's count stayed the same
+ * from page to page, and each pass held exactly count VMs. Anything else (a failed page, VMs
+ * created or removed while paging, fewer VMs than announced, a malformed answer) marks it
+ * incomplete for good: its VMs are still usable, its absences are not. */
+struct cs_vm_listing;
+
+/* page_size: 1..500 (CloudStack refuses more than its default.page.size, 500 by default). */
+int cloudstack_listing_new(struct cloudstack *cs, unsigned page_size, struct cs_vm_listing **out,
+                           char *err, size_t errlen);
+void cloudstack_listing_free(struct cs_vm_listing *l);
+
+/* Fetches the next page. On CSP_OK *vms[0..*n) are that page's VMs not handed out before (they
+ * point into the page, valid until the next call or free) and *done is set once both passes
+ * ended (then *n is 0). On failure err says which page failed and why; the listing is marked
+ * incomplete and the next call moves on (the rest of the pass, or the next pass), so the caller
+ * may go on to reconcile what it can. After three failed pages in a row the listing ends. */
+csp_status cloudstack_listing_next(struct cs_vm_listing *l, const json_value *const **vms,
+                                   size_t *n, int *done, char *err, size_t errlen);
+
+/* 1 when the listing ended complete; else 0 with why (one line) saying what went wrong. */
+int cloudstack_listing_complete(const struct cs_vm_listing *l, char *why, size_t whylen);
+
+/* 1 when the VM with this id (any case) was handed out by this listing. */
+int cloudstack_listing_has(const struct cs_vm_listing *l, const char *vm_id);
+
+struct cs_listing_progress {
+    int pass;              /* 1: listall=true, 2: projectid=-1, 3: done */
+    unsigned pages;        /* pages fetched so far, both passes */
+    unsigned pass_page;    /* pages fetched in the current pass */
+    unsigned pass_pages;   /* pages the current pass needs, from its count (0: not known yet) */
+    size_t vms;            /* distinct VMs handed out so far */
+    long long announced;   /* the first pass's count (-1 until known) */
+    unsigned failed_pages; /* pages that failed (the listing is then incomplete) */
+};
+void cloudstack_listing_progress(const struct cs_vm_listing *l, struct cs_listing_progress *out);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "metrics.h"
 #include "settings.h"
 
 struct kafka_msg {
@@ -23,8 +24,11 @@ struct kafka_source;
 
 /* Builds the consumer from KAFKA_* settings (KAFKA_CFG_* override the defaults: offsets committed
  * only for processed messages, auto.offset.reset=earliest) and subscribes to KAFKA_TOPIC.
+ * With m, librdkafka's statistics (every 15 s unless KAFKA_CFG_STATISTICS_INTERVAL_MS says
+ * otherwise) feed m's consumer-lag gauges.
  * A property librdkafka rejects fails with err naming the KAFKA_CFG_ variable. */
-int kafka_source_new(const struct settings *s, struct kafka_source **out, char *err, size_t errlen);
+int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source **out, char *err,
+                     size_t errlen);
 
 /* Checks the consumer configuration without connecting; err names the bad KAFKA_ variable. */
 int kafka_source_check_config(const struct settings *s, char *err, size_t errlen);

@@ -15,9 +15,9 @@ typedef enum {
     /* Counters (metrics_add with delta >= 0). */
     METRIC_EVENTS_TOTAL,              /* cspdns_events_total{kind,outcome}: every consumed record.
                                          kind: the event type ("VM.CREATE") or "other";
-                                         outcome: applied|ignored|bad_input|retried|policy_error */
-    METRIC_RECORDS_CHANGED_TOTAL,     /* cspdns_records_changed_total{type,change}:
-                                         type A|AAAA|PTR, change added|removed|updated */
+                                         outcome: applied|ignored|bad_input|retried|skipped */
+    METRIC_RECORDS_CHANGED_TOTAL,     /* cspdns_records_changed_total{change}:
+                                         change added|removed|updated */
     METRIC_RECORDS_SKIPPED_TOTAL,     /* cspdns_records_skipped_total{reason}: no_zone|foreign */
     METRIC_POLICY_ERRORS_TOTAL,       /* cspdns_policy_errors_total{reason}:
                                          error|invalid|instructions|timeout|memory */

@@ -64,6 +64,72 @@ csp_status pdns_store_apply_vm(struct pdns_store *st, const char *vm_id,
                                const struct dns_record *recs, size_t n,
                                struct pdns_apply_stats *stats, char *err, size_t errlen);
 
+/* ---- read-only use: plans (dry runs) and the resync's view of ownership ---- */
+
+/* Like pdns_store_open, but writes nothing, ever: cs-pdns's tables are not created (where they
+ * are missing, empty TEMPORARY tables of this session stand in, so a plan against a database
+ * cs-pdns never wrote to shows every record as new), and pdns_store_apply, pdns_store_commit and
+ * a real adoption refuse to run. */
+csp_status pdns_store_open_readonly(const struct settings *s, struct pdns_store **out, char *err,
+                                    size_t errlen);
+
+enum pdns_change_kind {
+    PDNS_CHANGE_ADD = 0,     /* the VM would own the record: a new row, or (shared) an
+                                identical row another VM owns already */
+    PDNS_CHANGE_REMOVE = 1,  /* the VM would stop owning it; the row goes unless shared */
+    PDNS_CHANGE_TTL = 2,     /* an owned row whose TTL would change from old_ttl to rec.ttl */
+    PDNS_CHANGE_NO_ZONE = 3, /* skipped: no zone in `domains` holds the name */
+    PDNS_CHANGE_FOREIGN = 4, /* skipped: an identical hand-made row exists */
+};
+
+struct pdns_change {
+    enum pdns_change_kind kind;
+    struct dns_record rec;     /* the desired record; for REMOVE the row as stored */
+    char zone[DNS_NAME_BUFSZ]; /* domains.name of the zone that holds it; "" for NO_ZONE */
+    int old_ttl;               /* TTL only */
+    int shared;                /* ADD/REMOVE: another VM owns the same row */
+};
+
+/* What pdns_store_apply would do to make vm_id own exactly recs[0..n), computed with reads that
+ * take no locks, writing nothing. *changes (malloc'ed, caller frees; NULL when *nchanges is 0)
+ * lists every difference, desired records in recs order after the removals; records already in
+ * place are only counted (stats->unchanged). stats adds up as pdns_store_apply's would. Works
+ * outside a transaction (it opens and ends its own) or inside one (a failure then rolls it
+ * back, as a failed apply does). */
+csp_status pdns_store_plan(struct pdns_store *st, const char *vm_id, const struct dns_record *recs,
+                           size_t n, struct pdns_change **changes, size_t *nchanges,
+                           struct pdns_apply_stats *stats, char *err, size_t errlen);
+
+struct pdns_owner {
+    char vm_id[65];
+    unsigned records; /* existing records rows the VM owns */
+};
+
+/* Every VM id in cspdns_record with the number of existing rows it owns; *total is their sum
+ * (the owned records a resync's deletion guard measures against). *owners is malloc'ed (caller
+ * frees), NULL when *n is 0. */
+csp_status pdns_store_owners(struct pdns_store *st, struct pdns_owner **owners, size_t *n,
+                             unsigned long *total, char *err, size_t errlen);
+
+/* ---- migrating from cs-powerdns-integration ---- */
+
+struct pdns_adopt_stats {
+    unsigned long mappings; /* cs_mapping rows */
+    unsigned long vms;      /* distinct VM ids in them */
+    unsigned long records;  /* records rows they name (A, AAAA, PTR) */
+    unsigned long adopted;  /* ownerships added (dry run: that would be added) */
+    unsigned long already;  /* of those rows, ownerships cs-pdns had already */
+    unsigned long missing;  /* mappings that name no existing row */
+};
+
+/* Makes the VMs in the original tool's cs_mapping(uuid, record, ipaddress) table own the rows it
+ * wrote for them, in one transaction: a mapping without ipaddress adopts the A, AAAA and PTR
+ * rows at that name, one with an address the A/AAAA row at that name with that content. Other
+ * types and rows are never adopted. Idempotent; cs_mapping itself is left as it is. With
+ * dry_run only counts. CSP_PERMANENT when there is no cs_mapping table. */
+csp_status pdns_store_adopt_cs_mapping(struct pdns_store *st, int dry_run,
+                                       struct pdns_adopt_stats *stats, char *err, size_t errlen);
+
 /* Pure: the next SOA serial. today is YYYYMMDD (e.g. 20261125). A serial that reads as a date
  * (YYYYMMDDnn with a plausible date) becomes today*100 when that is larger, else serial+1;
  * any other serial becomes serial+1 (mod 2^32, skipping 0). */

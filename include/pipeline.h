@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "settings.h"
 
@@ -22,8 +23,13 @@ typedef enum {
     PIPE_RETRY = 2, /* a service failed transiently: process it again later */
 } pipe_outcome;
 
-/* Exit statuses of pipeline_run and the setup functions. */
-enum { PIPELINE_EXIT_OK = 0, PIPELINE_EXIT_RUNTIME = 1, PIPELINE_EXIT_CONFIG = 2 };
+/* Exit statuses of pipeline_run and the setup functions; GUARDED only from pipeline_resync. */
+enum {
+    PIPELINE_EXIT_OK = 0,
+    PIPELINE_EXIT_RUNTIME = 1,
+    PIPELINE_EXIT_CONFIG = 2,
+    PIPELINE_EXIT_GUARDED = 3, /* the resync refused removals above RESYNC_MAX_DELETE_PERCENT */
+};
 
 struct pipeline;
 
@@ -42,5 +48,25 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen);
 pipe_outcome pipeline_handle(struct pipeline *p, const char *topic, int partition, long long offset,
                              const char *payload, size_t len);
 int pipeline_connect_store(struct pipeline *p, char *err, size_t errlen);
+
+/* `cs-pdns resync`: lists every VM once and converges the database (see resync.h), or with
+ * dry_run only plans, on a read-only connection. Prints the report to out. Returns
+ * PIPELINE_EXIT_OK when converged, PIPELINE_EXIT_GUARDED when the deletion guard refused,
+ * PIPELINE_EXIT_RUNTIME when it did not converge (err says why), PIPELINE_EXIT_CONFIG. */
+struct pipeline_resync_opts {
+    int dry_run;
+    int json;
+    int force;    /* ignore RESYNC_MAX_DELETE_PERCENT */
+    int progress; /* draw a progress line on stderr */
+    FILE *out;
+};
+int pipeline_resync(struct pipeline *p, const struct pipeline_resync_opts *o, char *err,
+                    size_t errlen);
+
+/* `cs-pdns plan`: decodes one event as the daemon does, reads what it needs from CloudStack,
+ * runs the policy (ctx.trigger "plan") and prints the records to out; with MYSQL_PDNS_HOST set
+ * also the changes against the database, read without writing. Returns PIPELINE_EXIT_*. */
+int pipeline_plan_event(struct pipeline *p, const char *payload, size_t len, int json, FILE *out,
+                        char *err, size_t errlen);
 
 #endif

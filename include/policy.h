@@ -28,6 +28,7 @@ struct policy_config {
     int max_records;         /* per VM */
     policy_cs_fn cs_call;    /* may be NULL: cs.call then raises "no CloudStack API" */
     void *cs_ud;
+    int self_check; /* policy_new also runs the self-check (see policy_new) */
 };
 
 /* What the policy is asked about. Any of account/domain/project/event may be NULL. */
@@ -37,7 +38,7 @@ struct policy_input {
     const json_value *domain;  /* owner's CloudStack domain (listDomains object) */
     const json_value *project; /* project (listProjects object) when the VM belongs to one */
     const json_value *event;   /* the decoded triggering event */
-    const char *trigger;       /* "event", "resync", "plan" or "test" */
+    const char *trigger;       /* "event", "resync", "plan", "test" or "check" */
     const char *topic;         /* Kafka position of the event, or NULL */
     int32_t partition;
     int64_t offset;
@@ -53,9 +54,24 @@ typedef enum {
 struct policy;
 
 /* Builds a sandboxed Lua state and loads the policy (with its own budget), then checks that it
- * returned a table with a records function. err says what is wrong, with file:line. */
+ * returned a table with a records function. err says what is wrong, with file:line.
+ * With cfg->self_check it then runs the self-check, each step under the per-call limits, and
+ * refuses the policy when a step fails (err starts "self-check:"):
+ *   1. records(vm, ctx) on built-in sample VMs (an account VM with two NICs, dual-stack, in an
+ *      instance group; a project VM), ctx.trigger "check": it must not raise or trip a limit,
+ *      and its answer must pass the same checks as in production. cs.call is not answered here:
+ *      a sample call that reaches it counts as passed up to that point.
+ *   2. the policy table's optional self_test function, called without arguments: it fails the
+ *      check by raising (assert), and it may not call cs.call.
+ * The daemon uses it at start, on SIGHUP and in `cs-pdns check`, so a reload that would fail
+ * every event is refused while the old policy keeps running. */
 int policy_new(const struct policy_config *cfg, struct policy **out, char *err, size_t errlen);
 void policy_free(struct policy *p);
+
+/* Why the last policy_records call returned POLICY_FAILED: "error" (the policy raised),
+ * "invalid" (it returned something the contract or the record checks refuse), "instructions",
+ * "timeout" or "memory" (a limit tripped). */
+const char *policy_last_failure(const struct policy *p);
 
 /* The policy's declared name and version ("default", "1"), for logs. */
 const char *policy_name(const struct policy *p);

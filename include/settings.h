@@ -45,8 +45,16 @@ struct settings {
     enum policy_on_error policy_on_error; /* POLICY_ON_ERROR=skip|retry (default skip) */
     int max_records_per_vm;               /* MAX_RECORDS_PER_VM (default 1000) */
     /* Daemon */
-    int log_level;            /* LOG_LEVEL=debug|info|warn|error (default info) */
+    int log_level;      /* LOG_LEVEL=debug|info|warn|error (default info) */
+    int log_format;     /* LOG_FORMAT=logfmt|json (default logfmt) */
+    char *metrics_addr; /* METRICS_ADDR host:port for /metrics, /healthz, /readyz; NULL: off */
     int retry_max_backoff_ms; /* RETRY_MAX_BACKOFF_MS (default 30000) */
+    /* Resync */
+    int resync_interval_s;         /* RESYNC_INTERVAL (seconds, default 3600; 0: no automatic
+                                      resync in `run`) */
+    int resync_max_delete_percent; /* RESYNC_MAX_DELETE_PERCENT (default 20) */
+    bool resync_force;             /* RESYNC_FORCE (default false): ignore the deletion guard */
+    int resync_page_size;          /* RESYNC_PAGE_SIZE (default 500, CloudStack's maximum) */
 };
 
 /* What a subcommand needs; settings_check reports the first missing one. */

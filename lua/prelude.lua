@@ -6,8 +6,8 @@ local cjson = ...
 local null = cjson.null
 local cjson_encode, cjson_decode = cjson.encode, cjson.decode
 local math_type, math_tointeger = math.type, math.tointeger
-local error, next, pairs, rawget, rawlen, select, setmetatable, tostring, type =
-    error, next, pairs, rawget, rawlen, select, setmetatable, tostring, type
+local error, next, pairs, rawget, rawlen, rawset, select, setmetatable, tostring, type =
+    error, next, pairs, rawget, rawlen, rawset, select, setmetatable, tostring, type
 local concat, format = table.concat, string.format
 local log_info = log.info
 
@@ -70,6 +70,15 @@ _ENV.setmetatable = function(t, mt)
             .. "outside its time and instruction limits)", 2)
     end
     return setmetatable(t, mt)
+end
+
+-- rawset would slip past the strict globals below and let state outlive a call.
+_ENV.rawset = function(t, k, v)
+    if t == _ENV then
+        error(format("rawset: cannot create the global '%s': keep policy state in locals",
+            tostring(k)), 2)
+    end
+    return rawset(t, k, v)
 end
 
 -- Strict globals: a typo such as vm_nmae fails loudly in the first test instead of reading

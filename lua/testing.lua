@@ -171,6 +171,8 @@ end)
 
 -- ---- the helpers ----
 
+local helpers = {}
+
 local function handler(e)
     if type(e) == "table" and e.expectation then
         return e.expectation
@@ -178,7 +180,7 @@ local function handler(e)
     return host.traceback(e)
 end
 
-rawset(_ENV, "test", function(name, fn)
+helpers.test = function(name, fn)
     if type(name) ~= "string" or type(fn) ~= "function" then
         error("test(name, fn): a name string and a function", 2)
     end
@@ -188,9 +190,9 @@ rawset(_ENV, "test", function(name, fn)
         mocks[i] = nil
     end
     host.report(name, ok, ok and "" or tostring(message))
-end)
+end
 
-rawset(_ENV, "expect_eq", function(got, want)
+helpers.expect_eq = function(got, want)
     local out = {}
     diff(got, want, "", out, 0)
     if #out > 0 then
@@ -199,9 +201,9 @@ rawset(_ENV, "expect_eq", function(got, want)
         end
         fail(2, "expect_eq failed\n" .. concat(out, "\n"))
     end
-end)
+end
 
-rawset(_ENV, "expect_error", function(fn, pattern)
+helpers.expect_error = function(fn, pattern)
     local ok, err = pcall(fn)
     if ok then
         fail(2, "expected an error" .. (pattern and " matching " .. quote(pattern) or "") ..
@@ -212,16 +214,17 @@ rawset(_ENV, "expect_error", function(fn, pattern)
         fail(2, "the error " .. quote(message) .. " does not match " .. quote(pattern))
     end
     return message
-end)
+end
 
-rawset(_ENV, "fixture", function(relpath)
+helpers.fixture = function(relpath)
     return host.fixture(relpath)
-end)
+end
 
-rawset(_ENV, "records", function(vm, ctx)
+helpers.records = function(vm, ctx)
     return host.records(vm, ctx)
-end)
+end
 
-rawset(_ENV, "policy", policy_module)
+helpers.policy = policy_module
 
-return harness
+-- The host makes these globals: the sandbox refuses new globals from Lua.
+return harness, helpers

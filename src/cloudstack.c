@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "logger.h"
+#include "strmap.h"
 
 /* A list answer for a full resync is a few MB; anything near this is hostile or broken. */
 #define CS_MAX_RESPONSE ((size_t)256 << 20)
@@ -177,6 +178,8 @@ struct cloudstack {
     textbuf body;
     int body_too_big;
     char curl_err[CURL_ERROR_SIZE];
+    cloudstack_observer observer;
+    void *observer_ud;
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -524,6 +527,12 @@ static int check_params(const char *command, const struct cs_param *params, size
     return 0;
 }
 
+void cloudstack_set_observer(struct cloudstack *cs, cloudstack_observer fn, void *ud)
+{
+    cs->observer = fn;
+    cs->observer_ud = ud;
+}
+
 csp_status cloudstack_call(struct cloudstack *cs, const char *command,
                            const struct cs_param *params, size_t n, struct cs_reply *r, char *err,
                            size_t errlen)
@@ -595,6 +604,8 @@ csp_status cloudstack_call(struct cloudstack *cs, const char *command,
             : st == CSP_PERMANENT ? "permanent"
                                   : "transient",
             cs->body.len, now_ms() - start);
+    if (cs->observer)
+        cs->observer(cs->observer_ud, command, r->http_status, (now_ms() - start) / 1000.0);
 out:
     /* The URL carries the API key and a signature that stays valid until expires. */
     if (url.buf)
@@ -744,4 +755,237 @@ csp_status cloudstack_get_project(struct cloudstack *cs, const char *project_id,
                                   const json_value **project, char *err, size_t errlen)
 {
     return get_by_id(cs, "listProjects", "project", project_id, r, project, err, errlen);
+}
+
+/* ==================================== listing every VM ==================================== */
+
+#define LISTING_MAX_FAILS 3
+
+struct cs_vm_listing {
+    struct cloudstack *cs;
+    unsigned page_size;
+    int pass;           /* 1, 2, or 3 when done */
+    unsigned page;      /* next page of the pass, 1-based */
+    long long count;    /* the pass's announced count; -1 until its first page answered */
+    size_t pass_items;  /* VMs in the pass's pages, duplicates across passes included */
+    unsigned pass_page; /* pages of the pass that answered */
+    unsigned fails_in_row;
+    unsigned failed_pages;
+    unsigned pages;
+    long long announced;
+    struct cs_reply reply; /* the current page */
+    const json_value **fresh;
+    size_t nfresh, cap;
+    struct strmap *seen; /* lower-case ids handed out */
+    int incomplete;
+    char why[320];
+};
+
+__attribute__((format(printf, 2, 3))) static void listing_incomplete(struct cs_vm_listing *l,
+                                                                     const char *fmt, ...)
+{
+    if (l->incomplete)
+        return; /* the first reason is the one worth reporting */
+    l->incomplete = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->why, sizeof l->why, fmt, ap);
+    va_end(ap);
+}
+
+int cloudstack_listing_new(struct cloudstack *cs, unsigned page_size, struct cs_vm_listing **out,
+                           char *err, size_t errlen)
+{
+    *out = NULL;
+    if (page_size < 1 || page_size > 500) {
+        set_err(err, errlen, "RESYNC_PAGE_SIZE: %u is not from 1 to 500", page_size);
+        return -1;
+    }
+    struct cs_vm_listing *l = calloc(1, sizeof *l);
+    if (!l || strmap_new(&l->seen) != 0) {
+        free(l);
+        set_err(err, errlen, "CloudStack listing: out of memory");
+        return -1;
+    }
+    l->cs = cs;
+    l->page_size = page_size;
+    l->pass = 1;
+    l->page = 1;
+    l->count = -1;
+    l->announced = -1;
+    *out = l;
+    return 0;
+}
+
+void cloudstack_listing_free(struct cs_vm_listing *l)
+{
+    if (!l)
+        return;
+    cs_reply_free(&l->reply);
+    free(l->fresh);
+    strmap_free(l->seen, NULL);
+    free(l);
+}
+
+static void listing_next_pass(struct cs_vm_listing *l)
+{
+    l->pass++;
+    l->page = 1;
+    l->count = -1;
+    l->pass_items = 0;
+    l->pass_page = 0;
+}
+
+/* Ends the pass when its last page came back: a short page, or as many VMs as announced. */
+static void listing_page_done(struct cs_vm_listing *l, size_t page_len)
+{
+    if (page_len < l->page_size || (l->count >= 0 && (long long)l->pass_items >= l->count)) {
+        if (l->count >= 0 && (long long)l->pass_items != l->count)
+            listing_incomplete(l,
+                               "pass %d (%s) listed %zu VMs but CloudStack announced %lld: the "
+                               "listing is incomplete",
+                               l->pass, l->pass == 1 ? "listall=true" : "projectid=-1",
+                               l->pass_items, l->count);
+        listing_next_pass(l);
+        return;
+    }
+    l->page++;
+    /* A server that ignores paging would hand out page 1 forever. */
+    if (l->count >= 0 && (long long)(l->page - 1) * l->page_size > l->count + l->page_size) {
+        listing_incomplete(l,
+                           "pass %d: page %u is past the announced count %lld (is paging "
+                           "ignored?)",
+                           l->pass, l->page, l->count);
+        listing_next_pass(l);
+    }
+}
+
+static csp_status listing_take(struct cs_vm_listing *l, char *err, size_t errlen)
+{
+    const json_value *res = l->reply.result;
+    const json_value *cnt = json_get(res, "count");
+    const json_value *list = json_get(res, "virtualmachine");
+    size_t len = list && list->type == JSON_ARRAY ? list->len : 0;
+
+    if ((list && list->type != JSON_ARRAY) || (cnt && cnt->type != JSON_INT) ||
+        (!cnt && list && len > 0)) {
+        set_err(err, errlen,
+                "CloudStack listVirtualMachines: page %u of pass %d has no count or no list",
+                l->page, l->pass);
+        return CSP_TRANSIENT;
+    }
+    long long count = cnt ? cnt->u.i : 0;
+    if (l->count < 0) {
+        l->count = count;
+        if (l->pass == 1)
+            l->announced = count;
+    } else if (count != l->count) {
+        listing_incomplete(l,
+                           "the VM count changed from %lld to %lld while paging (VMs were created "
+                           "or removed): some VMs may have been skipped",
+                           l->count, count);
+    }
+    if (len > l->cap) {
+        const json_value **f = realloc(l->fresh, len * sizeof *f);
+        if (!f) {
+            set_err(err, errlen, "CloudStack listing: out of memory");
+            return CSP_TRANSIENT;
+        }
+        l->fresh = f;
+        l->cap = len;
+    }
+    for (size_t i = 0; i < len; i++) {
+        const json_value *vm = json_at(list, i);
+        char id[128];
+        if (lower_id(json_get_str(vm, "id"), id, sizeof id, "VM", NULL, 0) != 0) {
+            listing_incomplete(l, "page %u of pass %d holds a VM without a valid id", l->page,
+                               l->pass);
+            continue;
+        }
+        l->pass_items++;
+        int added = strmap_add(l->seen, id, NULL);
+        if (added < 0) {
+            set_err(err, errlen, "CloudStack listing: out of memory");
+            return CSP_TRANSIENT;
+        }
+        if (added)
+            l->fresh[l->nfresh++] = vm;
+    }
+    l->pages++;
+    l->pass_page++;
+    listing_page_done(l, len);
+    return CSP_OK;
+}
+
+csp_status cloudstack_listing_next(struct cs_vm_listing *l, const json_value *const **vms,
+                                   size_t *n, int *done, char *err, size_t errlen)
+{
+    char page[16], size[16];
+    cs_reply_free(&l->reply);
+    l->nfresh = 0;
+    *vms = NULL;
+    *n = 0;
+    *done = l->pass > 2;
+    if (*done)
+        return CSP_OK;
+
+    snprintf(page, sizeof page, "%u", l->page);
+    snprintf(size, sizeof size, "%u", l->page_size);
+    const struct cs_param p[] = {
+        {"listall", "true"}, {"page", page}, {"pagesize", size}, {"projectid", "-1"}};
+    csp_status st = cloudstack_call(l->cs, "listVirtualMachines", p, l->pass == 2 ? 4 : 3,
+                                    &l->reply, err, errlen);
+    if (st == CSP_OK)
+        st = listing_take(l, err, errlen);
+    if (st == CSP_OK) {
+        l->fails_in_row = 0;
+        *vms = l->fresh;
+        *n = l->nfresh;
+        return CSP_OK;
+    }
+    listing_incomplete(l, "page %u of pass %d failed: %.200s", l->page, l->pass, err);
+    l->failed_pages++;
+    l->nfresh = 0;
+    cs_reply_free(&l->reply);
+    /* Go on past the failed page while the pass's length is known, so the VMs after it are
+     * still reconciled; without a count there is no telling where the pass ends. */
+    if (++l->fails_in_row >= LISTING_MAX_FAILS)
+        l->pass = 3;
+    else if (l->count >= 0 && (long long)l->page * l->page_size < l->count)
+        l->page++;
+    else
+        listing_next_pass(l);
+    return st;
+}
+
+int cloudstack_listing_complete(const struct cs_vm_listing *l, char *why, size_t whylen)
+{
+    if (l->pass <= 2) {
+        set_err(why, whylen, "the listing has not ended");
+        return 0;
+    }
+    if (l->incomplete) {
+        set_err(why, whylen, "%s", l->why);
+        return 0;
+    }
+    return 1;
+}
+
+int cloudstack_listing_has(const struct cs_vm_listing *l, const char *vm_id)
+{
+    char id[128];
+    if (lower_id(vm_id, id, sizeof id, "VM", NULL, 0) != 0)
+        return 0;
+    return strmap_get(l->seen, id, NULL);
+}
+
+void cloudstack_listing_progress(const struct cs_vm_listing *l, struct cs_listing_progress *out)
+{
+    out->pass = l->pass;
+    out->pages = l->pages;
+    out->pass_page = l->pass_page;
+    out->pass_pages = l->count >= 0 ? (unsigned)((l->count + l->page_size - 1) / l->page_size) : 0;
+    out->vms = strmap_count(l->seen);
+    out->announced = l->announced;
+    out->failed_pages = l->failed_pages;
 }

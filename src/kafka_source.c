@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "logger.h"
+#include "metrics.h"
 
 /* A partition waiting to redeliver the message at offset; paused until resume_ms. */
 struct rewind {
@@ -25,6 +26,7 @@ struct kafka_source {
     struct rewind *rewinds;
     size_t nrewinds;
     int assigned;
+    metrics *metrics; /* consumer lag from librdkafka's statistics; NULL: not collected */
 };
 
 static long long now_ms(void)
@@ -51,6 +53,17 @@ static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
     /* Transport errors are retried by librdkafka itself; only fatal ones stop us (see poll). */
     log_msg(code == RD_KAFKA_RESP_ERR__FATAL ? LOG_LVL_ERROR : LOG_LVL_WARN, "kafka", "%s: %s",
             rd_kafka_err2name((rd_kafka_resp_err_t)code), reason);
+}
+
+/* librdkafka's statistics, every statistics.interval.ms, on the polling thread. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    struct kafka_source *ks = opaque;
+    char err[256];
+    if (ks->metrics && metrics_update_from_kafka_stats(ks->metrics, json, len, err, sizeof err))
+        log_msg(LOG_LVL_DEBUG, "kafka", "statistics not understood: %s", err);
+    return 0; /* librdkafka frees json */
 }
 
 static void forget_rewinds(struct kafka_source *ks, const rd_kafka_topic_partition_list_t *parts)
@@ -118,7 +131,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, c
 
 /* Builds the consumer configuration; shared by kafka_source_check_config so a bad property is
  * reported at start-up, before anything connects. */
-static rd_kafka_conf_t *build_conf(const struct settings *s, char *err, size_t errlen)
+static rd_kafka_conf_t *build_conf(const struct settings *s, int stats, char *err, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char env[300];
@@ -132,6 +145,11 @@ static rd_kafka_conf_t *build_conf(const struct settings *s, char *err, size_t e
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
         if (conf_set(conf, defaults[i][0], defaults[i][1], "built-in default", err, errlen))
             goto fail;
+    if (stats) {
+        if (conf_set(conf, "statistics.interval.ms", "15000", "built-in default", err, errlen))
+            goto fail;
+        rd_kafka_conf_set_stats_cb(conf, on_stats);
+    }
     if (conf_set(conf, "bootstrap.servers", s->kafka_bootstrap, "KAFKA_BOOTSTRAP", err, errlen) ||
         conf_set(conf, "group.id", s->kafka_group, "KAFKA_GROUP", err, errlen))
         goto fail;
@@ -153,21 +171,23 @@ fail:
 
 int kafka_source_check_config(const struct settings *s, char *err, size_t errlen)
 {
-    rd_kafka_conf_t *conf = build_conf(s, err, errlen);
+    rd_kafka_conf_t *conf = build_conf(s, 0, err, errlen);
     if (!conf)
         return -1;
     rd_kafka_conf_destroy(conf);
     return 0;
 }
 
-int kafka_source_new(const struct settings *s, struct kafka_source **out, char *err, size_t errlen)
+int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source **out, char *err,
+                     size_t errlen)
 {
     struct kafka_source *ks = calloc(1, sizeof *ks);
     if (!ks) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    rd_kafka_conf_t *conf = build_conf(s, err, errlen);
+    ks->metrics = m;
+    rd_kafka_conf_t *conf = build_conf(s, m != NULL, err, errlen);
     if (!conf)
         goto fail;
     rd_kafka_conf_set_opaque(conf, ks);

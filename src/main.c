@@ -1,5 +1,6 @@
 /* main.c -- the cs-pdns command line: subcommands, signals and exit statuses.
  * Must not: do any work itself; it parses the command line and hands over to the pipeline. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "logger.h"
 #include "pipeline.h"
+#include "resync.h"
 #include "settings.h"
 #include "testrun.h"
 
@@ -56,6 +58,17 @@ static void usage(FILE *out)
         "  check                    validate the settings and load the policy, then exit\n"
         "  test [--policy FILE] PATH...\n"
         "                           run Lua policy tests (*_test.lua) in the policy sandbox\n"
+        "  resync [--dry-run] [--json] [--force]\n"
+        "                           list every VM and converge PowerDNS to it once; --dry-run\n"
+        "                           prints the changes per zone and writes nothing. Exit 0\n"
+        "                           converged, 1 not converged, 3 removals refused by\n"
+        "                           RESYNC_MAX_DELETE_PERCENT (--force overrides)\n"
+        "  plan [--event FILE|-] [--json]\n"
+        "                           print the records one event would produce and, with\n"
+        "                           MYSQL_PDNS_* set, the changes; writes nothing (stdin default)\n"
+        "  adopt-cs-mapping [--dry-run]\n"
+        "                           take over the records cs-powerdns-integration's cs_mapping\n"
+        "                           table lists, so resyncs manage them\n"
         "  version, --version       print the version\n"
         "  help, --help             print this help\n"
         "\n"
@@ -82,6 +95,7 @@ static int load_settings(struct settings *s, int need)
         return -1;
     }
     log_set_level((log_level)s->log_level);
+    log_set_format((log_format)s->log_format);
     return 0;
 }
 
@@ -125,6 +139,136 @@ static int cmd_check(void)
     return rc;
 }
 
+/* Flags of resync, plan and adopt-cs-mapping; 0, or -1 after printing what is wrong. */
+struct cli_opts {
+    int dry_run, json, force;
+    const char *event;
+};
+
+static int parse_opts(const char *cmd, int argc, char **argv, const char *allowed,
+                      struct cli_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        int *flag = !strcmp(a, "--dry-run") ? &o->dry_run
+                    : !strcmp(a, "--json")  ? &o->json
+                    : !strcmp(a, "--force") ? &o->force
+                                            : NULL;
+        if (flag && strstr(allowed, a)) {
+            *flag = 1;
+        } else if (!strcmp(a, "--event") && strstr(allowed, a) && i + 1 < argc) {
+            o->event = argv[++i];
+        } else {
+            fprintf(stderr, "cs-pdns %s: unexpected argument \"%s\" (allowed: %s)\n", cmd, a,
+                    allowed);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int cmd_resync(const struct cli_opts *o)
+{
+    struct settings s;
+    if (load_settings(&s, SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL))
+        return PIPELINE_EXIT_CONFIG;
+    install_signals();
+    struct pipeline *p;
+    char err[2048];
+    int rc = pipeline_new(&s, &signals_seen, &p, err, sizeof err);
+    if (rc == PIPELINE_EXIT_OK) {
+        struct pipeline_resync_opts ro = {.dry_run = o->dry_run,
+                                          .json = o->json,
+                                          .force = o->force,
+                                          .progress = isatty(STDERR_FILENO),
+                                          .out = stdout};
+        rc = pipeline_resync(p, &ro, err, sizeof err);
+        pipeline_free(p);
+    }
+    if (rc != PIPELINE_EXIT_OK)
+        fprintf(stderr, "cs-pdns: %s\n", err);
+    settings_free(&s);
+    return rc;
+}
+
+/* The whole event: from a file, or standard input for "-" or no --event. */
+static char *read_event(const char *path, size_t *len)
+{
+    FILE *f = !path || !strcmp(path, "-") ? stdin : fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0;
+    *len = 0;
+    if (!f) {
+        fprintf(stderr, "cs-pdns plan: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (*len + 4096 + 1 > cap) {
+            char *b = realloc(buf, cap = cap ? cap * 2 : 65536);
+            if (!b || cap > ((size_t)64 << 20)) {
+                free(b ? b : buf);
+                buf = NULL;
+                fprintf(stderr, "cs-pdns plan: the event is too large (64 MB at most)\n");
+                break;
+            }
+            buf = b;
+        }
+        size_t got = fread(buf + *len, 1, cap - *len - 1, f);
+        *len += got;
+        if (got == 0)
+            break;
+    }
+    if (buf && ferror(f)) {
+        fprintf(stderr, "cs-pdns plan: cannot read %s\n", path ? path : "standard input");
+        free(buf);
+        buf = NULL;
+    }
+    if (f != stdin)
+        fclose(f);
+    if (buf)
+        buf[*len] = '\0';
+    return buf;
+}
+
+static int cmd_plan(const struct cli_opts *o)
+{
+    struct settings s;
+    size_t len;
+    char *event = read_event(o->event, &len);
+    if (!event)
+        return PIPELINE_EXIT_RUNTIME;
+    if (load_settings(&s, SETTINGS_NEED_CLOUDSTACK)) {
+        free(event);
+        return PIPELINE_EXIT_CONFIG;
+    }
+    struct pipeline *p;
+    char err[4096];
+    int rc = pipeline_new(&s, &signals_seen, &p, err, sizeof err);
+    if (rc == PIPELINE_EXIT_OK) {
+        rc = pipeline_plan_event(p, event, len, o->json, stdout, err, sizeof err);
+        pipeline_free(p);
+    }
+    if (rc != PIPELINE_EXIT_OK)
+        fprintf(stderr, "cs-pdns: %s\n", err);
+    settings_free(&s);
+    free(event);
+    return rc;
+}
+
+static int cmd_adopt(const struct cli_opts *o)
+{
+    struct settings s;
+    if (load_settings(&s, SETTINGS_NEED_MYSQL))
+        return PIPELINE_EXIT_CONFIG;
+    char err[1024];
+    int rc = resync_adopt_cs_mapping(&s, o->dry_run, stdout, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "cs-pdns: %s\n", err);
+    settings_free(&s);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -150,6 +294,15 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "test"))
         return testrun_main(argc - 1, argv + 1);
+    struct cli_opts o;
+    if (!strcmp(cmd, "resync"))
+        return parse_opts(cmd, argc, argv, "--dry-run --json --force", &o) ? PIPELINE_EXIT_CONFIG
+                                                                           : cmd_resync(&o);
+    if (!strcmp(cmd, "plan"))
+        return parse_opts(cmd, argc, argv, "--event --json", &o) ? PIPELINE_EXIT_CONFIG
+                                                                 : cmd_plan(&o);
+    if (!strcmp(cmd, "adopt-cs-mapping"))
+        return parse_opts(cmd, argc, argv, "--dry-run", &o) ? PIPELINE_EXIT_CONFIG : cmd_adopt(&o);
     fprintf(stderr, "cs-pdns: unknown command \"%s\" (see cs-pdns --help)\n", cmd);
     return PIPELINE_EXIT_CONFIG;
 }

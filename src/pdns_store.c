@@ -38,6 +38,8 @@ enum q {
     Q_SET_TTL,
     Q_SOA,
     Q_SET_SOA,
+    Q_OWNED_RO,
+    Q_FIND_RO,
     Q_COUNT
 };
 
@@ -64,6 +66,13 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_SOA] = "SELECT id, content FROM records WHERE domain_id = ? AND type = 'SOA' "
               "ORDER BY id FOR UPDATE",
     [Q_SET_SOA] = "UPDATE records SET content = ? WHERE id = ?",
+    /* Plans read without locks: a dry run must never make the daemon wait. */
+    [Q_OWNED_RO] =
+        "SELECT o.record_id, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, d.name "
+        "FROM cspdns_record o LEFT JOIN records r ON r.id = o.record_id "
+        "LEFT JOIN domains d ON d.id = r.domain_id WHERE o.vm_id = ? ORDER BY o.record_id",
+    [Q_FIND_RO] = "SELECT id, name, content, ttl FROM records "
+                  "WHERE domain_id = ? AND name = ? AND type = ? AND content = ?",
 };
 
 static const char *const ddl_vm =
@@ -79,7 +88,8 @@ struct pdns_store {
     MYSQL *conn; /* NULL while disconnected; pdns_store_begin reconnects */
     MYSQL_STMT *q[Q_COUNT];
     int in_txn;
-    int lost; /* the last error killed the connection: close it instead of rolling back */
+    int lost;     /* the last error killed the connection: close it instead of rolling back */
+    int readonly; /* pdns_store_open_readonly: plans only, every write refused */
     /* Domain ids whose records rows changed since begin: only their SOA is bumped at commit, so
      * an apply that changes nothing (a redelivered event) leaves every serial alone. */
     long long *zones;
@@ -113,7 +123,8 @@ struct owned {
     char name[DNS_NAME_BUFSZ];
     char type[TYPE_BUFSZ];
     char content[DNS_NAME_BUFSZ];
-    int claimed; /* matched to a desired record; unclaimed rows are removed */
+    char zone[DNS_NAME_BUFSZ]; /* read by Q_OWNED_RO only */
+    int claimed;               /* matched to a desired record; unclaimed rows are removed */
 };
 
 /* ---- error classification ---------------------------------------------------------------- */
@@ -401,6 +412,43 @@ static csp_status db_check_schema(struct pdns_store *st, char *err, size_t errle
     return CSP_OK;
 }
 
+/* A read-only store must never create cs-pdns's tables. Where they are missing (cs-pdns has not
+ * written to this database yet) empty TEMPORARY tables, visible to this session only, stand in
+ * for them, so a plan shows every record as new. Checked on every connect: temporary tables
+ * vanish with the connection. */
+static csp_status db_readonly_tables(struct pdns_store *st, int at_open, char *err, size_t errlen)
+{
+    static const char sql[] = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
+                              "TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('cspdns_vm', "
+                              "'cspdns_record') AND TABLE_TYPE = 'BASE TABLE'";
+    csp_status rc = at_open ? db_check_schema(st, err, errlen) : CSP_OK;
+    int have_vm = 0, have_record = 0;
+    if (rc != CSP_OK)
+        return rc;
+    if (mysql_query(st->conn, sql))
+        return conn_fail(st, at_open, err, errlen, "looking for cs-pdns's tables");
+    MYSQL_RES *res = mysql_store_result(st->conn);
+    if (!res)
+        return conn_fail(st, at_open, err, errlen, "looking for cs-pdns's tables");
+    for (MYSQL_ROW row; (row = mysql_fetch_row(res));) {
+        have_vm |= row[0] && !strcmp(row[0], "cspdns_vm");
+        have_record |= row[0] && !strcmp(row[0], "cspdns_record");
+    }
+    mysql_free_result(res);
+    char ddl[512];
+    if (!have_vm) {
+        snprintf(ddl, sizeof ddl, "CREATE TEMPORARY TABLE%s", ddl_vm + strlen("CREATE TABLE"));
+        if (mysql_query(st->conn, ddl))
+            return conn_fail(st, at_open, err, errlen, "creating a temporary cspdns_vm");
+    }
+    if (!have_record) {
+        snprintf(ddl, sizeof ddl, "CREATE TEMPORARY TABLE%s", ddl_record + strlen("CREATE TABLE"));
+        if (mysql_query(st->conn, ddl))
+            return conn_fail(st, at_open, err, errlen, "creating a temporary cspdns_record");
+    }
+    return CSP_OK;
+}
+
 static csp_status db_connect(struct pdns_store *st, int at_open, char *err, size_t errlen)
 {
     /* READ COMMITTED (PowerDNS's own gmysql default) takes no gap locks, which under REPEATABLE
@@ -443,7 +491,11 @@ static csp_status db_connect(struct pdns_store *st, int at_open, char *err, size
             goto fail;
         }
     }
-    if (at_open) {
+    if (st->readonly) {
+        rc = db_readonly_tables(st, at_open, err, errlen);
+        if (rc != CSP_OK)
+            goto fail;
+    } else if (at_open) {
         rc = db_check_schema(st, err, errlen);
         if (rc != CSP_OK)
             goto fail;
@@ -469,8 +521,8 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
-csp_status pdns_store_open(const struct settings *s, struct pdns_store **out, char *err,
-                           size_t errlen)
+static csp_status store_open(const struct settings *s, int readonly, struct pdns_store **out,
+                             char *err, size_t errlen)
 {
     *out = NULL;
     const char *missing = !s->mysql_host || !*s->mysql_host   ? "MYSQL_PDNS_HOST"
@@ -488,6 +540,7 @@ csp_status pdns_store_open(const struct settings *s, struct pdns_store **out, ch
     st->user = dup_or_empty(s->mysql_user);
     st->password = dup_or_empty(s->mysql_password);
     st->port = s->mysql_port > 0 ? (unsigned)s->mysql_port : 3306;
+    st->readonly = readonly;
     if (!st->host || !st->db || !st->user || !st->password) {
         pdns_store_free(st);
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory");
@@ -499,6 +552,18 @@ csp_status pdns_store_open(const struct settings *s, struct pdns_store **out, ch
     }
     *out = st;
     return CSP_OK;
+}
+
+csp_status pdns_store_open(const struct settings *s, struct pdns_store **out, char *err,
+                           size_t errlen)
+{
+    return store_open(s, 0, out, err, errlen);
+}
+
+csp_status pdns_store_open_readonly(const struct settings *s, struct pdns_store **out, char *err,
+                                    size_t errlen)
+{
+    return store_open(s, 1, out, err, errlen);
 }
 
 void pdns_store_free(struct pdns_store *st)
@@ -595,7 +660,7 @@ static csp_status touch(struct pdns_store *st, long long domain_id, char *err, s
 
 /* The longest zone in `domains` that holds name: *domain_id, or -1 when there is none. */
 static csp_status find_zone(struct pdns_store *st, const char *name, long long *domain_id,
-                            char *err, size_t errlen)
+                            char *zone, char *err, size_t errlen)
 {
     const char *cand[ZONE_CANDIDATES];
     struct param p[ZONE_CANDIDATES];
@@ -639,15 +704,18 @@ static csp_status find_zone(struct pdns_store *st, const char *name, long long *
         int k = dns_zone_match(name, zp, nz);
         if (k >= 0)
             *domain_id = ids[k];
+        if (k >= 0 && zone)
+            memcpy(zone, names[k], DNS_NAME_BUFSZ);
     }
     return rc;
 }
 
-static csp_status read_owned(struct pdns_store *st, const char *vm_id, struct owned **out,
+/* q is Q_OWNED (locking, for apply) or Q_OWNED_RO (plans; also reads the zone name). */
+static csp_status read_owned(struct pdns_store *st, enum q q, const char *vm_id, struct owned **out,
                              size_t *nout, char *err, size_t errlen)
 {
-    MYSQL_BIND res[7];
-    struct col c[7];
+    MYSQL_BIND res[8];
+    struct col c[8];
     struct owned row, *own = NULL;
     size_t n = 0, cap = 0;
     csp_status rc = CSP_OK;
@@ -655,8 +723,8 @@ static csp_status read_owned(struct pdns_store *st, const char *vm_id, struct ow
 
     *out = NULL;
     *nout = 0;
-    if (q_exec(st, Q_OWNED, (struct param[]){P_S(vm_id)}, 1))
-        return stmt_fail(st, Q_OWNED, err, errlen, "reading the records VM %s owns", vm_id);
+    if (q_exec(st, q, (struct param[]){P_S(vm_id)}, 1))
+        return stmt_fail(st, q, err, errlen, "reading the records VM %s owns", vm_id);
     col_int(&res[0], &c[0]);
     col_int(&res[1], &c[1]);
     col_int(&res[2], &c[2]);
@@ -664,14 +732,20 @@ static csp_status read_owned(struct pdns_store *st, const char *vm_id, struct ow
     col_str(&res[4], &c[4], row.type, sizeof row.type);
     col_str(&res[5], &c[5], row.content, sizeof row.content);
     col_int(&res[6], &c[6]);
-    if (q_results(st, Q_OWNED, res)) {
-        rc = stmt_fail(st, Q_OWNED, err, errlen, "reading the records VM %s owns", vm_id);
+    if (q == Q_OWNED_RO)
+        col_str(&res[7], &c[7], row.zone, sizeof row.zone);
+    if (q_results(st, q, res)) {
+        rc = stmt_fail(st, q, err, errlen, "reading the records VM %s owns", vm_id);
         goto out;
     }
-    while ((more = q_next(st, Q_OWNED)) == 1) {
+    while ((more = q_next(st, q)) == 1) {
         int whole = col_text(&c[3]);
         whole &= col_text(&c[4]);
         whole &= col_text(&c[5]);
+        if (q == Q_OWNED_RO)
+            col_text(&c[7]);
+        else
+            row.zone[0] = '\0';
         row.record_id = c[0].i;
         row.present = !c[1].null;
         row.id = c[1].i;
@@ -692,9 +766,9 @@ static csp_status read_owned(struct pdns_store *st, const char *vm_id, struct ow
         own[n++] = row;
     }
     if (more < 0)
-        rc = stmt_fail(st, Q_OWNED, err, errlen, "reading the records VM %s owns", vm_id);
+        rc = stmt_fail(st, q, err, errlen, "reading the records VM %s owns", vm_id);
 out:
-    q_done(st, Q_OWNED, rc);
+    q_done(st, q, rc);
     if (rc != CSP_OK) {
         free(own);
         return rc;
@@ -916,7 +990,7 @@ static csp_status apply_vm(struct pdns_store *st, const char *vm_id, const struc
     }
     for (size_t i = 0; i < n; i++) {
         match[i] = -1;
-        rc = find_zone(st, recs[i].name, &dom[i], err, errlen);
+        rc = find_zone(st, recs[i].name, &dom[i], NULL, err, errlen);
         if (rc != CSP_OK)
             goto out;
         if (dom[i] < 0) {
@@ -928,7 +1002,7 @@ static csp_status apply_vm(struct pdns_store *st, const char *vm_id, const struc
     }
     rc = lock_zones(st, dom, n, err, errlen);
     if (rc == CSP_OK)
-        rc = read_owned(st, vm_id, &own, &nown, err, errlen);
+        rc = read_owned(st, Q_OWNED, vm_id, &own, &nown, err, errlen);
     if (rc != CSP_OK)
         goto out;
     for (size_t i = 0; i < n; i++) {
@@ -1011,6 +1085,11 @@ csp_status pdns_store_apply(struct pdns_store *st, const char *vm_id, const stru
     if (!st->in_txn || !st->conn)
         return plain_fail(CSP_PERMANENT, err, errlen,
                           "pdns_store_apply called outside a transaction: call pdns_store_begin");
+    if (st->readonly) {
+        pdns_store_rollback(st);
+        return plain_fail(CSP_PERMANENT, err, errlen,
+                          "the store was opened read-only (a plan): nothing may be written");
+    }
     if (!vm_id || !*vm_id || strlen(vm_id) > VM_ID_MAX) {
         rc = plain_fail(CSP_PERMANENT, err, errlen, "VM id \"%.80s\" is empty or longer than %d",
                         vm_id ? vm_id : "", VM_ID_MAX);
@@ -1115,8 +1194,14 @@ csp_status pdns_store_commit(struct pdns_store *st, struct pdns_apply_stats *sta
     if (!st->in_txn || !st->conn)
         return plain_fail(CSP_PERMANENT, err, errlen,
                           "pdns_store_commit called outside a transaction: call pdns_store_begin");
+    if (st->readonly) {
+        pdns_store_rollback(st);
+        return plain_fail(CSP_PERMANENT, err, errlen,
+                          "the store was opened read-only (a plan): nothing may be written");
+    }
     /* One lock order for every instance makes deadlocks between commits rarer. */
-    qsort(st->zones, st->nzones, sizeof *st->zones, cmp_id);
+    if (st->nzones > 1)
+        qsort(st->zones, st->nzones, sizeof *st->zones, cmp_id);
     for (size_t i = 0; i < st->nzones && rc == CSP_OK; i++)
         rc = bump_soa(st, st->zones[i], today, &bumped, err, errlen);
     if (rc == CSP_OK && mysql_commit(st->conn))
@@ -1141,6 +1226,393 @@ csp_status pdns_store_apply_vm(struct pdns_store *st, const char *vm_id,
         rc = pdns_store_apply(st, vm_id, recs, n, stats, err, errlen);
     if (rc == CSP_OK)
         rc = pdns_store_commit(st, stats, err, errlen);
+    return rc;
+}
+
+/* ---- plans and the resync's view of ownership ---------------------------------------------- */
+
+/* Reads happen in a transaction of their own unless the caller has one open; *own_txn says
+ * whether to end it with store_ro_end. */
+static csp_status store_ro_begin(struct pdns_store *st, int *own_txn, char *err, size_t errlen)
+{
+    *own_txn = !st->in_txn;
+    return *own_txn ? pdns_store_begin(st, err, errlen) : CSP_OK;
+}
+
+static void store_ro_end(struct pdns_store *st, int own_txn)
+{
+    if (own_txn)
+        pdns_store_rollback(st);
+}
+
+static int change_push(struct pdns_change **v, size_t *n, size_t *cap, enum pdns_change_kind kind,
+                       const char *zone, const char *name, dns_rr_type type, const char *content,
+                       long long ttl)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 8;
+        struct pdns_change *c = realloc(*v, ncap * sizeof *c);
+        if (!c)
+            return -1;
+        *v = c;
+        *cap = ncap;
+    }
+    struct pdns_change *c = &(*v)[(*n)++];
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    snprintf(c->zone, sizeof c->zone, "%s", zone ? zone : "");
+    snprintf(c->rec.name, sizeof c->rec.name, "%s", name);
+    snprintf(c->rec.content, sizeof c->rec.content, "%s", content);
+    c->rec.type = type;
+    c->rec.ttl = (int)ttl;
+    return 0;
+}
+
+/* add_record's decision for a desired record vm_id does not own yet, read without locks:
+ * co-own (ADD, shared), hand-made (FOREIGN) or a new row (ADD). */
+static csp_status plan_add(struct pdns_store *st, const struct dns_record *r, const char *type,
+                           long long domain_id, const struct owned *own, size_t nown,
+                           enum pdns_change_kind *kind, int *shared, char *err, size_t errlen)
+{
+    struct param p[4] = {P_I(domain_id), P_S(r->name), P_S(type), P_S(r->content)};
+    MYSQL_BIND res[4];
+    struct col c[4];
+    char name[DNS_NAME_BUFSZ], content[DNS_NAME_BUFSZ];
+    long long cand_id[16];
+    int cand_exact[16], handmade = 0, coown = 0, more;
+    size_t ncand = 0;
+    csp_status rc = CSP_OK;
+
+    *kind = PDNS_CHANGE_ADD;
+    *shared = 0;
+    if (q_exec(st, Q_FIND_RO, p, 4))
+        return stmt_fail(st, Q_FIND_RO, err, errlen, "looking for %s %s %s", r->name, type,
+                         r->content);
+    col_int(&res[0], &c[0]);
+    col_str(&res[1], &c[1], name, sizeof name);
+    col_str(&res[2], &c[2], content, sizeof content);
+    col_int(&res[3], &c[3]);
+    if (q_results(st, Q_FIND_RO, res)) {
+        rc = stmt_fail(st, Q_FIND_RO, err, errlen, "looking for %s %s %s", r->name, type,
+                       r->content);
+        q_done(st, Q_FIND_RO, rc);
+        return rc;
+    }
+    while ((more = q_next(st, Q_FIND_RO)) == 1) {
+        int whole = col_text(&c[1]);
+        whole &= col_text(&c[2]);
+        if (owned_by_vm(own, nown, c[0].i) || ncand == sizeof cand_id / sizeof cand_id[0])
+            continue;
+        cand_id[ncand] = c[0].i;
+        cand_exact[ncand++] = whole && !strcmp(name, r->name) && !strcmp(content, r->content);
+    }
+    if (more < 0)
+        rc = stmt_fail(st, Q_FIND_RO, err, errlen, "looking for %s %s %s", r->name, type,
+                       r->content);
+    q_done(st, Q_FIND_RO, rc);
+    for (size_t i = 0; i < ncand && rc == CSP_OK; i++) {
+        long long owners = 0;
+        rc = count_owners(st, cand_id[i], &owners, err, errlen);
+        if (owners == 0)
+            handmade = 1;
+        else if (cand_exact[i])
+            coown = 1;
+    }
+    if (coown)
+        *shared = 1;
+    else if (handmade)
+        *kind = PDNS_CHANGE_FOREIGN;
+    return rc;
+}
+
+static csp_status plan_vm(struct pdns_store *st, const char *vm_id, const struct dns_record *recs,
+                          size_t n, struct pdns_change **changes, size_t *nchanges,
+                          struct pdns_apply_stats *sum, char *err, size_t errlen)
+{
+    struct owned *own = NULL;
+    size_t nown = 0, cap = 0;
+    long long *dom = calloc(n ? n : 1, sizeof *dom);
+    long *match = calloc(n ? n : 1, sizeof *match);
+    char(*zone)[DNS_NAME_BUFSZ] = calloc(n ? n : 1, sizeof *zone);
+    csp_status rc = CSP_OK;
+
+    if (!dom || !match || !zone) {
+        rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory planning VM %s", vm_id);
+        goto out;
+    }
+    for (size_t i = 0; i < n && rc == CSP_OK; i++) {
+        match[i] = -1;
+        rc = find_zone(st, recs[i].name, &dom[i], zone[i], err, errlen);
+    }
+    if (rc == CSP_OK)
+        rc = read_owned(st, Q_OWNED_RO, vm_id, &own, &nown, err, errlen);
+    if (rc != CSP_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const char *type = dns_rr_type_name(recs[i].type);
+        for (size_t j = 0; dom[i] >= 0 && j < nown; j++) {
+            if (owned_matches(&own[j], dom[i], &recs[i], type)) {
+                own[j].claimed = 1;
+                match[i] = (long)j;
+                break;
+            }
+        }
+    }
+    for (size_t j = 0; j < nown && rc == CSP_OK; j++) {
+        long long owners = 0;
+        if (own[j].claimed || !own[j].present)
+            continue; /* an ownership of a row deleted by hand is dropped, not a change */
+        rc = count_owners(st, own[j].id, &owners, err, errlen);
+        if (rc != CSP_OK)
+            break;
+        if (change_push(changes, nchanges, &cap, PDNS_CHANGE_REMOVE, own[j].zone, own[j].name,
+                        dns_rr_type_parse(own[j].type), own[j].content, own[j].ttl)) {
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory planning VM %s", vm_id);
+            break;
+        }
+        (*changes)[*nchanges - 1].shared = owners > 1;
+        sum->removed++;
+    }
+    for (size_t i = 0; i < n && rc == CSP_OK; i++) {
+        const struct dns_record *r = &recs[i];
+        enum pdns_change_kind kind = PDNS_CHANGE_ADD;
+        int shared = 0, old_ttl = 0;
+        if (dom[i] < 0) {
+            kind = PDNS_CHANGE_NO_ZONE;
+            zone[i][0] = '\0';
+            sum->no_zone++;
+        } else if (match[i] >= 0) {
+            if (own[match[i]].ttl == r->ttl) {
+                sum->unchanged++;
+                continue;
+            }
+            kind = PDNS_CHANGE_TTL;
+            old_ttl = (int)own[match[i]].ttl;
+            sum->updated++;
+        } else {
+            rc = plan_add(st, r, dns_rr_type_name(r->type), dom[i], own, nown, &kind, &shared, err,
+                          errlen);
+            if (rc != CSP_OK)
+                break;
+            if (kind == PDNS_CHANGE_FOREIGN)
+                sum->foreign++;
+            else
+                sum->added++;
+        }
+        if (change_push(changes, nchanges, &cap, kind, zone[i], r->name, r->type, r->content,
+                        r->ttl)) {
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory planning VM %s", vm_id);
+            break;
+        }
+        (*changes)[*nchanges - 1].shared = shared;
+        (*changes)[*nchanges - 1].old_ttl = old_ttl;
+    }
+out:
+    free(own);
+    free(dom);
+    free(match);
+    free(zone);
+    return rc;
+}
+
+csp_status pdns_store_plan(struct pdns_store *st, const char *vm_id, const struct dns_record *recs,
+                           size_t n, struct pdns_change **changes, size_t *nchanges,
+                           struct pdns_apply_stats *stats, char *err, size_t errlen)
+{
+    struct pdns_apply_stats sum = {0};
+    int own_txn = 0;
+    csp_status rc;
+
+    *changes = NULL;
+    *nchanges = 0;
+    if (!vm_id || !*vm_id || strlen(vm_id) > VM_ID_MAX)
+        return plain_fail(CSP_PERMANENT, err, errlen, "VM id \"%.80s\" is empty or longer than %d",
+                          vm_id ? vm_id : "", VM_ID_MAX);
+    if (n > 0 && !recs)
+        return plain_fail(CSP_PERMANENT, err, errlen, "VM %s: %zu records but no array", vm_id, n);
+    for (size_t i = 0; i < n; i++)
+        if (!type_known(recs[i].type))
+            return plain_fail(CSP_PERMANENT, err, errlen, "VM %s: record %s has type %d", vm_id,
+                              recs[i].name, (int)recs[i].type);
+    rc = store_ro_begin(st, &own_txn, err, errlen);
+    if (rc == CSP_OK)
+        rc = plan_vm(st, vm_id, recs, n, changes, nchanges, &sum, err, errlen);
+    store_ro_end(st, own_txn);
+    if (rc != CSP_OK) {
+        if (!own_txn)
+            pdns_store_rollback(st); /* as after any failed apply */
+        free(*changes);
+        *changes = NULL;
+        *nchanges = 0;
+        return rc;
+    }
+    if (stats) {
+        stats->added += sum.added;
+        stats->removed += sum.removed;
+        stats->updated += sum.updated;
+        stats->unchanged += sum.unchanged;
+        stats->no_zone += sum.no_zone;
+        stats->foreign += sum.foreign;
+    }
+    return CSP_OK;
+}
+
+csp_status pdns_store_owners(struct pdns_store *st, struct pdns_owner **owners, size_t *n,
+                             unsigned long *total, char *err, size_t errlen)
+{
+    static const char sql[] = "SELECT o.vm_id, COUNT(r.id) FROM cspdns_record o "
+                              "LEFT JOIN records r ON r.id = o.record_id GROUP BY o.vm_id";
+    struct pdns_owner *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int own_txn = 0;
+    csp_status rc;
+
+    *owners = NULL;
+    *n = 0;
+    *total = 0;
+    rc = store_ro_begin(st, &own_txn, err, errlen);
+    if (rc != CSP_OK)
+        return rc;
+    if (mysql_query(st->conn, sql)) {
+        rc = conn_fail(st, 0, err, errlen, "listing the VMs that own records");
+        goto out;
+    }
+    MYSQL_RES *res = mysql_use_result(st->conn);
+    if (!res) {
+        rc = conn_fail(st, 0, err, errlen, "listing the VMs that own records");
+        goto out;
+    }
+    for (MYSQL_ROW row; (row = mysql_fetch_row(res));) {
+        if (!row[0] || strlen(row[0]) > VM_ID_MAX)
+            continue;
+        if (cnt == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            struct pdns_owner *o = realloc(v, ncap * sizeof *o);
+            if (!o) {
+                rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory listing owners");
+                break;
+            }
+            v = o;
+            cap = ncap;
+        }
+        snprintf(v[cnt].vm_id, sizeof v[cnt].vm_id, "%s", row[0]);
+        v[cnt].records = row[1] ? (unsigned)strtoul(row[1], NULL, 10) : 0;
+        *total += v[cnt].records;
+        cnt++;
+    }
+    if (rc == CSP_OK && mysql_errno(st->conn))
+        rc = conn_fail(st, 0, err, errlen, "listing the VMs that own records");
+    mysql_free_result(res);
+out:
+    store_ro_end(st, own_txn);
+    if (rc != CSP_OK) {
+        if (!own_txn)
+            pdns_store_rollback(st);
+        free(v);
+        *total = 0;
+        return rc;
+    }
+    *owners = v;
+    *n = cnt;
+    return CSP_OK;
+}
+
+/* ---- adopting cs-powerdns-integration's cs_mapping ---------------------------------------- */
+
+/* The original tool wrote cs_mapping(uuid, record, ipaddress): with ipaddress NULL the VM owned
+ * every row at that name (it deleted by name: its A, AAAA and PTR), with an address only the
+ * group row with that content. Only the types it wrote are adopted. */
+#define ADOPT_MATCH                                                                                \
+    "r.name = m.record AND r.type IN ('A', 'AAAA', 'PTR') AND (m.ipaddress IS NULL OR "            \
+    "m.ipaddress = '' OR (r.content = m.ipaddress AND r.type IN ('A', 'AAAA')))"
+#define ADOPT_PAIRS                                                                                \
+    "SELECT DISTINCT r.id AS record_id, LOWER(m.uuid) AS vm_id FROM cs_mapping m "                 \
+    "JOIN records r ON " ADOPT_MATCH " WHERE m.uuid IS NOT NULL AND m.uuid <> ''"
+
+static csp_status adopt_count(struct pdns_store *st, const char *sql, unsigned long *out, char *err,
+                              size_t errlen)
+{
+    if (mysql_query(st->conn, sql))
+        return conn_fail(st, 0, err, errlen, "reading cs_mapping");
+    MYSQL_RES *res = mysql_store_result(st->conn);
+    if (!res)
+        return conn_fail(st, 0, err, errlen, "reading cs_mapping");
+    MYSQL_ROW row = mysql_fetch_row(res);
+    *out = row && row[0] ? strtoul(row[0], NULL, 10) : 0;
+    mysql_free_result(res);
+    return CSP_OK;
+}
+
+static csp_status adopt_exec(struct pdns_store *st, const char *sql, unsigned long *affected,
+                             char *err, size_t errlen)
+{
+    if (mysql_query(st->conn, sql))
+        return conn_fail(st, 0, err, errlen, "adopting cs_mapping");
+    if (affected)
+        *affected = (unsigned long)mysql_affected_rows(st->conn);
+    return CSP_OK;
+}
+
+csp_status pdns_store_adopt_cs_mapping(struct pdns_store *st, int dry_run,
+                                       struct pdns_adopt_stats *stats, char *err, size_t errlen)
+{
+    static const char *const counts[] = {
+        "SELECT COUNT(*) FROM cs_mapping",
+        "SELECT COUNT(DISTINCT LOWER(uuid)) FROM cs_mapping WHERE uuid IS NOT NULL AND uuid <> ''",
+        "SELECT COUNT(DISTINCT x.record_id) FROM (" ADOPT_PAIRS ") x",
+        "SELECT COUNT(*) FROM (" ADOPT_PAIRS ") x JOIN cspdns_record o "
+        "ON o.record_id = x.record_id AND o.vm_id = x.vm_id",
+        "SELECT COUNT(*) FROM (" ADOPT_PAIRS ") x",
+        "SELECT COUNT(*) FROM cs_mapping m WHERE NOT EXISTS (SELECT 1 FROM records r "
+        "WHERE " ADOPT_MATCH ")",
+    };
+    unsigned long v[6] = {0}, found = 0;
+    csp_status rc;
+
+    memset(stats, 0, sizeof *stats);
+    if (!dry_run && st->readonly)
+        return plain_fail(CSP_PERMANENT, err, errlen,
+                          "the store was opened read-only: use --dry-run, or open it for writing");
+    rc = pdns_store_begin(st, err, errlen);
+    if (rc != CSP_OK)
+        return rc;
+    rc = adopt_count(st,
+                     "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                     "DATABASE() AND TABLE_NAME = 'cs_mapping'",
+                     &found, err, errlen);
+    if (rc == CSP_OK && !found)
+        rc = plain_fail(CSP_PERMANENT, err, errlen,
+                        "MySQL %s:%u/%s: no cs_mapping table, so nothing to adopt (it is the "
+                        "table cs-powerdns-integration keeps in the PowerDNS database; check "
+                        "MYSQL_PDNS_NAME)",
+                        st->host, st->port, st->db);
+    for (size_t i = 0; i < 6 && rc == CSP_OK; i++)
+        rc = adopt_count(st, counts[i], &v[i], err, errlen);
+    if (rc == CSP_OK) {
+        stats->mappings = v[0];
+        stats->vms = v[1];
+        stats->records = v[2];
+        stats->already = v[3];
+        stats->adopted = v[4] - v[3];
+        stats->missing = v[5];
+    }
+    if (rc == CSP_OK && !dry_run) {
+        rc = adopt_exec(st,
+                        "INSERT IGNORE INTO cspdns_record (record_id, vm_id) "
+                        "SELECT record_id, vm_id FROM (" ADOPT_PAIRS ") x",
+                        &stats->adopted, err, errlen);
+        if (rc == CSP_OK)
+            rc = adopt_exec(st,
+                            "INSERT IGNORE INTO cspdns_vm (vm_id, updated_at) SELECT DISTINCT "
+                            "x.vm_id, UTC_TIMESTAMP() FROM (" ADOPT_PAIRS ") x",
+                            NULL, err, errlen);
+        if (rc == CSP_OK && mysql_commit(st->conn))
+            rc = conn_fail(st, 0, err, errlen, "committing the adoption");
+        if (rc == CSP_OK)
+            st->in_txn = 0;
+    }
+    if (rc != CSP_OK || dry_run)
+        pdns_store_rollback(st);
     return rc;
 }
 

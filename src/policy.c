@@ -64,11 +64,13 @@ struct policy {
     int armed;
     long long seq; /* numbers protected calls, to tell a require loop from an old failure */
     enum trip tripped;
+    const char *failure; /* why the last policy_records call failed, for metrics */
     long instructions;
     long long deadline_ms;
     int transient;
     char transient_msg[640];
-    int rebuild; /* the state must be rebuilt before the next call */
+    int rebuild;       /* the state must be rebuilt before the next call */
+    int self_checking; /* cs.call is not answered: the self-check runs offline */
     const struct policy_input *in;
     size_t mem_used; /* bytes the state holds */
 };
@@ -517,6 +519,13 @@ static int l_cs_call(lua_State *L)
     lua_settop(L, 2);
     if (!valid_command(command))
         return raisef(L, "cs.call: only read-only list* commands are allowed, not '%s'", command);
+    if (p->self_checking) {
+        /* transient, so it ends the check even when the policy catches it */
+        p->transient = 1;
+        snprintf(p->transient_msg, sizeof p->transient_msg,
+                 "cs.call(%s): CloudStack is not called during the self-check", command);
+        return luaL_error(L, "%s", p->transient_msg);
+    }
     if (!p->cs_call)
         return raisef(L, "cs.call(%s): no CloudStack API is available here", command);
 
@@ -631,19 +640,48 @@ static int is_bytecode(const char *src, size_t len)
 
 #define BYTECODE_MSG "%s is precompiled Lua bytecode; only Lua source text is loaded"
 
-/* require(name): <policy dir>/<name>.lua, text only, once per state, under the same limits.
- * [-1, +1, v] */
+/* Runs the module chunk on top for l_require (name at 1, modules at 2, loading at 3) and caches
+ * its value. [-1, +1, e] */
+static int run_module(lua_State *L, struct policy *p)
+{
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, p->seq);
+    lua_rawset(L, 3);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, 3);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 2);
+    return 1;
+}
+
+/* The name under which require() hands out the built-in policy's table, so a policy can wrap it.
+ * The dot keeps it apart from file modules, whose names cannot contain one. */
+#define BUILTIN_MODULE "cspdns.default"
+
+/* require(name): <policy dir>/<name>.lua, text only, once per state, under the same limits; or
+ * the built-in policy for BUILTIN_MODULE. [-1, +1, v] */
 static int l_require(lua_State *L)
 {
     struct policy *p = policy_of(L);
     const char *name = check_text(L, 1, "require");
+    int builtin = strcmp(name, BUILTIN_MODULE) == 0;
     size_t len = strlen(name);
-    int ok = len > 0 && len <= 64;
-    for (const char *c = name; ok && *c; c++)
+    int ok = builtin || (len > 0 && len <= 64);
+    for (const char *c = name; ok && !builtin && *c; c++)
         ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
              *c == '_' || *c == '-';
     if (!ok)
-        return raisef(L, "require('%s'): a module name is 1 to 64 letters, digits, '_' or '-'",
+        return raisef(L,
+                      "require('%s'): a module name is 1 to 64 letters, digits, '_' or '-' (or "
+                      "'" BUILTIN_MODULE "' for the built-in policy)",
                       name);
     lua_settop(L, 1);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_MODULES); /* 2 */
@@ -655,6 +693,15 @@ static int l_require(lua_State *L)
     if (lua_rawget(L, 3) == LUA_TNUMBER && lua_tointeger(L, -1) == p->seq)
         return raisef(L, "require('%s'): the module requires itself (a require loop)", name);
     lua_pop(L, 2);
+    if (builtin) {
+        const struct embedded_lua *e = embedded_lua_find("policy");
+        if (!e)
+            return raisef(L, "require('%s'): the built-in policy.lua is missing from this build",
+                          name);
+        if (luaL_loadbufferx(L, e->src, e->len, "=policy.lua (built-in)", "t") != LUA_OK)
+            return lua_error(L);
+        return run_module(L, p);
+    }
     if (!p->dir)
         return raisef(L,
                       "require('%s'): the built-in policy has no directory to load modules "
@@ -675,22 +722,7 @@ static int l_require(lua_State *L)
         return raisef(L, "require('%s'): " BYTECODE_MSG, name, path);
     if (st != LUA_OK)
         return lua_error(L);
-    lua_pushvalue(L, 1);
-    lua_pushinteger(L, p->seq);
-    lua_rawset(L, 3);
-    lua_pushvalue(L, 1);
-    lua_call(L, 1, 1);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_pushboolean(L, 1);
-    }
-    lua_pushvalue(L, 1);
-    lua_pushnil(L);
-    lua_rawset(L, 3);
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, 2);
-    return 1;
+    return run_module(L, p);
 }
 
 /* ---- building the state ---- */
@@ -874,6 +906,8 @@ static int build_state(struct policy *p, char *err, size_t errlen)
 
 /* ---- public API ---- */
 
+static int self_check(struct policy *p, char *err, size_t errlen);
+
 int policy_new(const struct policy_config *cfg, struct policy **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -938,7 +972,7 @@ int policy_new(const struct policy_config *cfg, struct policy **out, char *err, 
         policy_free(p);
         return -1;
     }
-    if (build_state(p, err, errlen) != 0) {
+    if (build_state(p, err, errlen) != 0 || (cfg->self_check && self_check(p, err, errlen) != 0)) {
         policy_free(p);
         return -1;
     }
@@ -1210,6 +1244,7 @@ policy_result policy_records(struct policy *p, const struct policy_input *in,
     *recs = NULL;
     *n = 0;
     err[0] = '\0';
+    p->failure = "error";
     if (!in->vm) {
         snprintf(err, errlen, "policy: no VM given");
         return POLICY_FAILED;
@@ -1245,7 +1280,18 @@ policy_result policy_records(struct policy *p, const struct policy_input *in,
     }
     p->in = NULL;
     lua_settop(L, top);
+    if (res == POLICY_FAILED)
+        p->failure = p->tripped == TRIP_INSTRUCTIONS                 ? "instructions"
+                     : p->tripped == TRIP_DEADLINE                   ? "timeout"
+                     : p->tripped == TRIP_MEMORY || st == LUA_ERRMEM ? "memory"
+                     : st != LUA_OK                                  ? "error"
+                                                                     : "invalid";
     return res;
+}
+
+const char *policy_last_failure(const struct policy *p)
+{
+    return p->failure ? p->failure : "error";
 }
 
 struct script_ctx {
@@ -1303,6 +1349,174 @@ int policy_run_script(struct policy *p, const char *path, policy_script_setup se
     int rc = s.bad ? -1 : 0;
     if (st != LUA_OK || p->tripped != TRIP_NONE) {
         describe_failure(p, st == LUA_OK ? LUA_ERRRUN : st, err, errlen);
+        rc = -1;
+    }
+    lua_settop(L, top);
+    return rc;
+}
+
+/* ---- self-check ---- */
+
+/* What the self-check shows records(): objects as CloudStack's list* commands return them. The
+ * account VM exercises what policies most often get wrong: a default NIC that is not the first,
+ * dual-stack, a second network, an instance group; the project VM has no account. */
+static const char SAMPLE_DOMAIN[] =
+    "{\"id\":\"5d0c8e1a-3f4b-4c6d-9e2f-7a8b1c2d3e4f\",\"name\":\"selfcheck\",\"level\":1,"
+    "\"path\":\"ROOT/selfcheck\",\"parentdomainname\":\"ROOT\",\"state\":\"Active\","
+    "\"networkdomain\":\"selfcheck.example.net\"}";
+
+static const char SAMPLE_ACCOUNT[] =
+    "{\"id\":\"0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d\",\"name\":\"selfcheck\",\"accounttype\":0,"
+    "\"domainid\":\"5d0c8e1a-3f4b-4c6d-9e2f-7a8b1c2d3e4f\",\"domain\":\"selfcheck\","
+    "\"state\":\"enabled\",\"networkdomain\":\"acct.selfcheck.example.net\"}";
+
+static const char SAMPLE_ACCOUNT_VM[] =
+    "{\"id\":\"c4ec0000-1b2c-4d3e-8f4a-5b6c7d8e9f01\",\"name\":\"selfcheck-01\","
+    "\"displayname\":\"Self-check VM #1\",\"account\":\"selfcheck\","
+    "\"domainid\":\"5d0c8e1a-3f4b-4c6d-9e2f-7a8b1c2d3e4f\",\"domain\":\"selfcheck\","
+    "\"state\":\"Running\",\"group\":\"Self Check\",\"zonename\":\"zone-a\",\"cpunumber\":1,"
+    "\"memory\":1024,\"tags\":[{\"key\":\"role\",\"value\":\"check\"}],\"nic\":["
+    "{\"id\":\"c4ec0001-0000-4000-8000-000000000001\",\"networkid\":"
+    "\"c4ec0002-0000-4000-8000-000000000002\",\"networkname\":\"selfcheck-backend\","
+    "\"ipaddress\":\"192.0.2.10\",\"gateway\":\"192.0.2.1\",\"netmask\":\"255.255.255.0\","
+    "\"isdefault\":false,\"traffictype\":\"Guest\",\"type\":\"Isolated\",\"secondaryip\":[],"
+    "\"deviceid\":\"1\"},"
+    "{\"id\":\"c4ec0003-0000-4000-8000-000000000003\",\"networkid\":"
+    "\"c4ec0004-0000-4000-8000-000000000004\",\"networkname\":\"Self Check Net\","
+    "\"ipaddress\":\"10.0.0.10\",\"gateway\":\"10.0.0.1\",\"netmask\":\"255.255.255.0\","
+    "\"ip6address\":\"2001:db8::10\",\"ip6gateway\":\"2001:db8::1\",\"ip6cidr\":\"2001:db8::/64\","
+    "\"isdefault\":true,\"traffictype\":\"Guest\",\"type\":\"Isolated\","
+    "\"secondaryip\":[{\"id\":\"c4ec0005-0000-4000-8000-000000000005\","
+    "\"ipaddress\":\"10.0.0.11\"}],\"deviceid\":\"0\"}]}";
+
+static const char SAMPLE_PROJECT[] =
+    "{\"id\":\"c4ec0006-0000-4000-8000-000000000006\",\"name\":\"selfcheck-project\","
+    "\"displaytext\":\"Self-check project\",\"domainid\":\"5d0c8e1a-3f4b-4c6d-9e2f-7a8b1c2d3e4f\","
+    "\"domain\":\"selfcheck\",\"state\":\"Active\"}";
+
+static const char SAMPLE_PROJECT_VM[] =
+    "{\"id\":\"c4ec0007-0000-4000-8000-000000000007\",\"name\":\"selfcheck-02\","
+    "\"displayname\":\"selfcheck-02\",\"projectid\":\"c4ec0006-0000-4000-8000-000000000006\","
+    "\"project\":\"selfcheck-project\",\"domainid\":\"5d0c8e1a-3f4b-4c6d-9e2f-7a8b1c2d3e4f\","
+    "\"domain\":\"selfcheck\",\"state\":\"Running\",\"zonename\":\"zone-a\",\"tags\":[],"
+    "\"nic\":[{\"id\":\"c4ec0008-0000-4000-8000-000000000008\",\"networkid\":"
+    "\"c4ec0009-0000-4000-8000-000000000009\",\"networkname\":\"selfcheck-project-net\","
+    "\"ipaddress\":\"10.0.1.20\",\"isdefault\":true,\"traffictype\":\"Guest\","
+    "\"type\":\"Isolated\",\"secondaryip\":[],\"deviceid\":\"0\"}]}";
+
+static const char SAMPLE_EVENT[] =
+    "{\"eventDateTime\":\"2024-05-02 14:03:11 +0000\",\"event\":\"VM.UPDATE\","
+    "\"status\":\"Completed\",\"entity\":\"com.cloud.vm.VirtualMachine\","
+    "\"entityuuid\":\"c4ec0000-1b2c-4d3e-8f4a-5b6c7d8e9f01\",\"description\":\"self-check\"}";
+
+struct sample {
+    const char *what;
+    const char *json[5]; /* vm, account, domain, project, event */
+};
+
+static const struct sample samples[] = {
+    {"account VM selfcheck-01",
+     {SAMPLE_ACCOUNT_VM, SAMPLE_ACCOUNT, SAMPLE_DOMAIN, NULL, SAMPLE_EVENT}},
+    {"project VM selfcheck-02",
+     {SAMPLE_PROJECT_VM, NULL, SAMPLE_DOMAIN, SAMPLE_PROJECT, SAMPLE_EVENT}},
+};
+
+/* records() on one sample. A cs.call ends the sample early and passes: only CloudStack could
+ * answer it. Returns 0, or -1 with err. */
+static int check_sample(struct policy *p, const struct sample *smp, char *err, size_t errlen)
+{
+    json_doc *docs[5] = {NULL, NULL, NULL, NULL, NULL};
+    const json_value *v[5] = {NULL, NULL, NULL, NULL, NULL};
+    char why[4096];
+    int rc = 0;
+    for (int i = 0; i < 5 && rc == 0; i++) {
+        if (!smp->json[i])
+            continue;
+        rc = json_parse(smp->json[i], strlen(smp->json[i]), &docs[i], why, sizeof why);
+        if (rc == 0)
+            v[i] = json_root(docs[i]);
+        else
+            snprintf(err, errlen, "self-check: the built-in sample is not JSON: %s", why);
+    }
+    if (rc == 0) {
+        struct policy_input in = {.vm = v[0],
+                                  .account = v[1],
+                                  .domain = v[2],
+                                  .project = v[3],
+                                  .event = v[4],
+                                  .trigger = "check"};
+        struct dns_record *recs;
+        size_t n;
+        p->self_checking = 1;
+        policy_result r = policy_records(p, &in, &recs, &n, why, sizeof why);
+        p->self_checking = 0;
+        free(recs);
+        if (r == POLICY_FAILED) {
+            snprintf(err, errlen, "self-check: records() failed for the sample %s: %s", smp->what,
+                     why);
+            rc = -1;
+        }
+    }
+    for (int i = 0; i < 5; i++)
+        json_doc_free(docs[i]);
+    return rc;
+}
+
+struct self_test_call {
+    int bad; /* self_test is there but not a function; err says so */
+    char *err;
+    size_t errlen;
+};
+
+/* Calls the policy table's self_test, when it has one. [-1, +0, e] */
+static int do_self_test(lua_State *L)
+{
+    struct self_test_call *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_POLICY);
+    int t = lua_getfield(L, 1, "self_test");
+    if (t == LUA_TNIL)
+        return 0;
+    if (t != LUA_TFUNCTION) {
+        snprintf(c->err, c->errlen,
+                 "self-check: the policy's self_test must be a function, not a %s",
+                 lua_typename(L, t));
+        c->bad = 1;
+        return 0;
+    }
+    lua_call(L, 0, 0);
+    return 0;
+}
+
+/* See policy_new. Leaves p's stack as it found it. */
+static int self_check(struct policy *p, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++)
+        if (check_sample(p, &samples[i], err, errlen) != 0)
+            return -1;
+    if ((!p->L || p->rebuild) && build_state(p, err, errlen) != 0)
+        return -1;
+    lua_State *L = p->L;
+    int top = lua_gettop(L);
+    struct self_test_call c = {0, err, errlen};
+    p->transient = 0;
+    p->in = NULL;
+    p->self_checking = 1;
+    int st = call_limited(p, do_self_test, &c, 0);
+    p->self_checking = 0;
+    int rc = 0;
+    if (p->transient) {
+        snprintf(err, errlen,
+                 "self-check: self_test() called CloudStack (%s); it runs offline, so test "
+                 "what needs CloudStack with cs-pdns test and cs.mock",
+                 p->transient_msg);
+        rc = -1;
+    } else if (st != LUA_OK || p->tripped != TRIP_NONE) {
+        char why[4096];
+        describe_failure(p, st == LUA_OK ? LUA_ERRRUN : st, why, sizeof why);
+        snprintf(err, errlen, "self-check: self_test() failed: %s", why);
+        rc = -1;
+    } else if (c.bad) {
         rc = -1;
     }
     lua_settop(L, top);

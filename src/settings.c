@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "dns_name.h"
+#include "http_server.h"
 #include "logger.h"
 
 const struct settings_doc settings_docs[] = {
@@ -42,6 +43,14 @@ const struct settings_doc settings_docs[] = {
     {"MAX_RECORDS_PER_VM", "1000", "most records one VM may have"},
     {"RETRY_MAX_BACKOFF_MS", "30000", "longest wait between retries of a failing event"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
+    {"LOG_FORMAT", "logfmt", "logfmt, or json for one JSON object per line"},
+    {"METRICS_ADDR", "", "serve /metrics, /healthz, /readyz on host:port, [ipv6]:port or :port"},
+    {"RESYNC_INTERVAL", "3600",
+     "seconds between automatic resyncs in run; 0: none, not even at start"},
+    {"RESYNC_MAX_DELETE_PERCENT", "20",
+     "a resync removing more than this share of the owned records refuses to remove any"},
+    {"RESYNC_FORCE", "false", "resyncs ignore RESYNC_MAX_DELETE_PERCENT"},
+    {"RESYNC_PAGE_SIZE", "500", "VMs per listVirtualMachines page (at most default.page.size)"},
     {NULL, NULL, NULL},
 };
 
@@ -214,6 +223,9 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
     s->max_records_per_vm = 1000;
     s->log_level = LOG_LVL_INFO;
     s->retry_max_backoff_ms = 30000;
+    s->resync_interval_s = 3600;
+    s->resync_max_delete_percent = 20;
+    s->resync_page_size = 500;
 
     int timeout_s = 10;
     const char *v;
@@ -240,7 +252,13 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
         load_int(envp, "POLICY_TIMEOUT_MS", 10, 600000, &s->policy_timeout_ms, err, errlen) ||
         load_int(envp, "POLICY_MAX_MEMORY_MB", 4, 16384, &s->policy_max_memory_mb, err, errlen) ||
         load_int(envp, "MAX_RECORDS_PER_VM", 1, 100000, &s->max_records_per_vm, err, errlen) ||
-        load_int(envp, "RETRY_MAX_BACKOFF_MS", 100, 3600000, &s->retry_max_backoff_ms, err, errlen))
+        load_int(envp, "RETRY_MAX_BACKOFF_MS", 100, 3600000, &s->retry_max_backoff_ms, err,
+                 errlen) ||
+        load_int(envp, "RESYNC_INTERVAL", 0, 604800, &s->resync_interval_s, err, errlen) ||
+        load_int(envp, "RESYNC_MAX_DELETE_PERCENT", 0, 100, &s->resync_max_delete_percent, err,
+                 errlen) ||
+        load_bool(envp, "RESYNC_FORCE", &s->resync_force, err, errlen) ||
+        load_int(envp, "RESYNC_PAGE_SIZE", 1, 500, &s->resync_page_size, err, errlen))
         goto fail;
     s->cs_timeout_ms = timeout_s * 1000;
 
@@ -275,6 +293,24 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
             fail(err, errlen, "POLICY_ON_ERROR", "must be skip or retry");
             goto fail;
         }
+    }
+    if ((v = env_get(envp, "LOG_FORMAT"))) {
+        s->log_format = log_format_parse(v);
+        if (s->log_format < 0) {
+            fail(err, errlen, "LOG_FORMAT", "must be logfmt or json");
+            goto fail;
+        }
+    }
+    if ((v = env_get(envp, "METRICS_ADDR")) && *v) {
+        char host[256], why[200], what[300];
+        int port;
+        if (http_server_parse_addr(v, host, sizeof host, &port, why, sizeof why) != 0) {
+            snprintf(what, sizeof what, "\"%.60s\" is not an address: %s", v, why);
+            fail(err, errlen, "METRICS_ADDR", what);
+            goto fail;
+        }
+        if (dup_into(&s->metrics_addr, v, err, errlen))
+            goto fail;
     }
     if ((v = env_get(envp, "LOG_LEVEL"))) {
         s->log_level = log_level_parse(v);
@@ -317,7 +353,7 @@ void settings_free(struct settings *s)
     char **strings[] = {
         &s->kafka_bootstrap, &s->kafka_topic,     &s->kafka_group, &s->cs_endpoint, &s->cs_api_key,
         &s->cs_secret_key,   &s->cs_ca_file,      &s->mysql_host,  &s->mysql_name,  &s->mysql_user,
-        &s->mysql_password,  &s->dns_common_zone, &s->policy_file};
+        &s->mysql_password,  &s->dns_common_zone, &s->policy_file, &s->metrics_addr};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;

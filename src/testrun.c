@@ -556,8 +556,9 @@ static int tr_records(lua_State *L)
     return 1;
 }
 
-/* Loads testing.lua into the test file's state: it sets the helper globals and hands back the
- * harness table. Runs with the policy's table on top. [-0, +0, e] */
+/* Loads testing.lua into the test file's state; it hands back the harness table and the helpers,
+ * which become globals here (Lua code cannot create globals in the sandbox). Runs with the
+ * policy's table on top. [-0, +0, e] */
 static void tr_setup(lua_State *L, void *ud)
 {
     static const luaL_Reg host_funcs[] = {
@@ -580,7 +581,17 @@ static void tr_setup(lua_State *L, void *ud)
     lua_pushlightuserdata(L, f);
     luaL_setfuncs(L, host_funcs, 1);
     lua_pushvalue(L, policy_idx);
-    lua_call(L, 2, 1);
+    lua_call(L, 2, 2);
+    if (!lua_istable(L, -1) || !lua_istable(L, -2))
+        luaL_error(L, "the built-in testing.lua did not return its harness and helpers");
+    lua_pushglobaltable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_HARNESS);
 }
 
@@ -716,13 +727,13 @@ int testrun_main(int argc, char **argv)
         if (collect(&files, paths[i]) != 0)
             goto out;
 
-    /* a policy that does not load fails once, not in every test */
-    struct policy_config cfg = {.path = r.policy_path, .ttl = DEFAULT_TTL};
+    /* a policy that does not load or fails its self-check fails once, not in every test */
+    struct policy_config cfg = {.path = r.policy_path, .ttl = DEFAULT_TTL, .self_check = 1};
     struct policy *p;
     char err[8192];
     if (policy_new(&cfg, &p, err, sizeof err) != 0) {
         char name[4200];
-        snprintf(name, sizeof name, "policy %s loads",
+        snprintf(name, sizeof name, "policy %s loads and passes its self-check",
                  r.policy_path ? r.policy_path : "(built-in)");
         report(&r, name, 0, err);
     } else {

@@ -2740,13 +2740,17 @@ class Simulator:
             raise auth
         return self.accounts[key["accountid"]], self.users[key["userid"]]
 
-    def _take_fault(self, command):
+    def _take_fault(self, command, params):
         with self._lock:
             fault = self.faults
             if fault.get("mode", "none") == "none":
                 return None
             commands = fault.get("commands")
             if commands and command not in commands:
+                return None
+            # "params": {"page": "2"} hits only requests carrying exactly these values.
+            match = fault.get("params") or {}
+            if any(params.get(k) != str(v) for k, v in match.items()):
                 return None
             if fault.get("count", -1) == 0:
                 return None
@@ -2770,7 +2774,7 @@ class Simulator:
         command = params.get("command")
         with self._lock:
             self.calls[command or "<none>"] += 1
-        fault = self._take_fault(command)
+        fault = self._take_fault(command, params)
         if fault is not None:
             mode = fault.get("mode")
             if mode == "delay":
@@ -2904,6 +2908,7 @@ class Simulator:
                 "delay_ms": int(spec.get("delay_ms", 1000)),
                 "count": int(spec.get("count", -1)),
                 "commands": list(spec["commands"]) if spec.get("commands") else None,
+                "params": dict(spec["params"]) if spec.get("params") else None,
             }
 
     def fail_next(self, spec):

@@ -673,6 +673,380 @@ static void test_cs_call(void)
     json_doc_free(d);
 }
 
+/* ---- hostile and broken policies not covered above ---- */
+
+/* Each body is tried with the policy's other work done, so that without the guard it would
+ * succeed (POLICY_RECORDS) and the test would fail. */
+static void test_escapes(void)
+{
+    char pwned[128], body[512], err[4096];
+    snprintf(pwned, sizeof pwned, "%s/pwned", tmpdir);
+    static const struct {
+        const char *body; /* %s is the path of a file that must never be created */
+        const char *msg;
+    } cases[] = {
+        {"os.execute('touch %s')", "attempt to call a nil value (field 'execute')"},
+        {"io.open('%s', 'w'):write('x')", "undefined global 'io'"},
+        {"load('return 1')() -- %s", "undefined global 'load'"},
+        {"loadfile('%s')", "undefined global 'loadfile'"},
+        {"dofile('%s')", "undefined global 'dofile'"},
+        {"require('io') -- %s", "require('io'): cannot open "},
+        {"require('../../etc/passwd') -- %s", "a module name is"},
+        {"local f = string.dump(function() end) -- %s",
+         "attempt to call a nil value (field 'dump')"},
+        {"debug.sethook() -- %s", "undefined global 'debug'"},
+        {"package.loadlib('%s', 'x')", "undefined global 'package'"},
+        {"collectgarbage('stop') -- %s", "undefined global 'collectgarbage'"},
+        {"coroutine.wrap(function() end)() -- %s", "undefined global 'coroutine'"},
+        {"counter = (counter or 0) + 1 -- %s", "undefined global 'counter'"},
+        {"_G.seen = true -- %s", "assignment to undefined global 'seen'"},
+        {"rawset(_ENV, 'seen', true) -- %s", "rawset: cannot create the global 'seen'"},
+        {"rawset(_G, 'seen', true) -- %s", "rawset: cannot create the global 'seen'"},
+        {"setmetatable(_G, nil) -- %s", "cannot change a protected metatable"},
+        {"getmetatable(_G).__newindex = nil -- %s", "attempt to index a string value"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(body, sizeof body, cases[i].body, pwned);
+        strcat(body, "\nreturn {}");
+        struct policy *p = load_body("escape.lua", body);
+        CHECK_INT(run_vm(p, err, sizeof err), POLICY_FAILED);
+        if (!strstr(err, cases[i].msg))
+            fprintf(stderr, "escape case %zu: got \"%s\"\n", i, err);
+        CHECK_HAS(err, cases[i].msg);
+        CHECK_HAS(err, "escape.lua:2:"); /* where, for the operator */
+        CHECK_INT(policy_stack_top(p), 0);
+        policy_free(p);
+    }
+    CHECK(access(pwned, F_OK) != 0);
+
+    /* a global written by one call never reaches the next: there is nowhere to keep it */
+    struct policy *p = load_body("counter.lua", "local ok = pcall(rawset, _G, 'n', 1)\n"
+                                                "if ok or rawget(_G, 'n') ~= nil then\n"
+                                                "  error('a global was created', 0) end\n"
+                                                "return {}");
+    CHECK_INT(run_vm(p, err, sizeof err), POLICY_RECORDS);
+    CHECK_INT(run_vm(p, err, sizeof err), POLICY_RECORDS);
+    policy_free(p);
+}
+
+static void test_recursion(void)
+{
+    static const struct {
+        const char *body;
+        const char *msg;
+    } cases[] = {
+        /* Lua recursion: Lua's stack limit, or the memory cap, whichever comes first */
+        {"local function f(n) return 1 + f(n + 1) end\nreturn f(1)", NULL},
+        /* recursion through C (gsub callbacks) ends at Lua's C-stack limit */
+        {"local function f(s) return (s:gsub('.', f)) end\nreturn f('x')", "stack overflow"},
+        /* a metamethod that calls itself */
+        {"local t = setmetatable({}, { __index = function(t, k) return t[k] end })\n"
+         "return t.x",
+         "stack overflow"},
+        /* swallowing each overflow with pcall and starting again only runs out the budget */
+        {"local function f(n) return 1 + f(n + 1) end\n"
+         "while true do pcall(f, 1) end",
+         "policy: "},
+    };
+    char err[4096];
+    json_doc *other = parse("{\"name\":\"db\"}");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "if vm.name == 'web-01' then\n%s\nend\nreturn {}",
+                 cases[i].body);
+        struct policy *p = load_body("recurse.lua", body);
+        CHECK_INT(run_vm(p, err, sizeof err), POLICY_FAILED);
+        if (cases[i].msg)
+            CHECK_HAS(err, cases[i].msg);
+        else
+            CHECK(strstr(err, "stack overflow") || strstr(err, "policy: memory limit exceeded"));
+        /* the next VM is named as if nothing happened */
+        CHECK_INT(run(p, json_root(other), err, sizeof err, NULL), POLICY_RECORDS);
+        CHECK_INT(policy_stack_top(p), 0);
+        policy_free(p);
+    }
+    json_doc_free(other);
+}
+
+static void test_garbage(void)
+{
+    static const struct {
+        const char *ret; /* the returned list */
+        const char *msg; /* the message starts with this */
+    } cases[] = {
+        {"{ { name = 'web 01.example.org', type = 'A', content = '192.0.2.1' } }",
+         "record 1 (web 01.example.org A 192.0.2.1): name \"web 01.example.org\": label 1 "
+         "(\"web 01\") contains byte 0x20"},
+        {"{ { name = 'web\"01.example.org', type = 'A', content = '192.0.2.1' } }",
+         "record 1 (web\"01.example.org A 192.0.2.1): name "},
+        {"{ { name = \"o'brien.example.org\", type = 'A', content = '192.0.2.1' } }",
+         "record 1 (o'brien.example.org A 192.0.2.1): name "},
+        {"{ { name = \"x');DROP TABLE records;--.example.org\", type = 'A',\n"
+         "    content = '192.0.2.1' } }",
+         "record 1 (x');DROP TABLE records;--.example.org A 192.0.2.1): name "},
+        {"{ { name = '10.2.0.192.in-addr.arpa', type = 'PTR',\n"
+         "    content = \"web.example.org'; DELETE FROM records; --\" } }",
+         "record 1 (10.2.0.192.in-addr.arpa PTR web.example.org'; DELETE FROM records; --): "
+         "content"},
+        {"{ { name = 'a.example.org', type = 'A', content = \"192.0.2.1' OR '1'='1\" } }",
+         "record 1 (a.example.org A 192.0.2.1' OR '1'='1): content \"192.0.2.1' OR '1'='1\" is not "
+         "an IPv4"},
+        {"{ { name = string.rep('a', 64) .. '.example.org', type = 'A', content = '192.0.2.1' } }",
+         "record 1 (aaaa"},
+        {"{ { name = string.rep(string.rep('a', 60) .. '.', 4) .. 'example.org', type = 'A',\n"
+         "    content = '192.0.2.1' } }",
+         "record 1 (aaaa"},
+        {"{ { name = string.rep('x', 4000), type = 'A', content = '192.0.2.1' } }",
+         "record 1: name is 4000 characters, longer than a DNS name can be"},
+        {"{ { name = 'a\\0b.example.org', type = 'A', content = '192.0.2.1' } }",
+         "record 1: name contains a NUL byte"},
+        {"{ { name = '', type = 'A', content = '192.0.2.1' } }", "record 1 ( A 192.0.2.1): name"},
+        /* a PTR whose name is a forward name, to a name that only has an A record */
+        {"{ { name = 'web.example.org', type = 'A', content = '192.0.2.1' },\n"
+         "  { name = 'web.example.org', type = 'PTR', content = 'web.example.org' } }",
+         "record 2 (web.example.org PTR web.example.org): name \"web.example.org\" is not a "
+         "reverse name"},
+        {"{ { name = '1.2.0.192.in-addr.arpa', type = 'PTR', content = '192.0.2.1' } }",
+         "record 1 (1.2.0.192.in-addr.arpa PTR 192.0.2.1): content \"192.0.2.1\" is an IPv4 "
+         "address, not a host name"},
+        {"{ { name = 'web.example.org', type = 'A', content = '192.0.2.256' } }",
+         "record 1 (web.example.org A 192.0.2.256): content \"192.0.2.256\" is not an IPv4 "
+         "address"},
+        {"{ { name = 'web.example.org', type = 'A', content = 'web.example.org' } }",
+         "record 1 (web.example.org A web.example.org): content \"web.example.org\" is not an "
+         "IPv4 address"},
+        {"{ { name = 'web.example.org', type = 'AAAA', content = '2001:db8::g' } }",
+         "record 1 (web.example.org AAAA 2001:db8::g): content \"2001:db8::g\" is not an IPv6"},
+        {"{ { name = 'web.example.org', type = 'AAAA', content = '192.0.2.1' } }",
+         "record 1 (web.example.org AAAA 192.0.2.1): content \"192.0.2.1\" is an IPv4 address; "
+         "use type A"},
+        {"{ { name = {}, type = 'A', content = '192.0.2.1' } }",
+         "record 1: name must be a string, not a table"},
+        {"{ { name = 'web.example.org', type = 1, content = '192.0.2.1' } }",
+         "record 1: type must be a string, not a number"},
+        {"{ { name = 'web.example.org', type = 'a', content = '192.0.2.1' } }",
+         "record 1: type 'a' is not A, AAAA or PTR"},
+        {"{ { name = 'web.example.org', type = 'A', content = '192.0.2.1', ttl = '60' } }",
+         "record 1: ttl must be a whole number of seconds, not string"},
+        {"{ { name = 'web.example.org', type = 'A', content = '192.0.2.1', ttl = 1 << 40 } }",
+         "record 1 (web.example.org A 192.0.2.1): ttl 1099511627776 is outside"},
+        {"{ print }", "record 1 is a function, not a table"},
+        {"{ { name = 'web.example.org', type = 'A', content = '192.0.2.1' }, n = 1 }",
+         "records() returned a table with key 'n', not a list"},
+        {"42", "records() returned a number"},
+    };
+    char err[4096], body[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(body, sizeof body, "return %s", cases[i].ret);
+        struct policy *p = load_body("garbage_ret.lua", body);
+        struct dns_record *recs = (struct dns_record *)&err; /* must be reset to NULL */
+        size_t n = 99;
+        json_doc *d = parse(VM_JSON);
+        struct policy_input in = {.vm = json_root(d)};
+        CHECK_INT(policy_records(p, &in, &recs, &n, err, sizeof err), POLICY_FAILED);
+        CHECK(recs == NULL && n == 0); /* nothing for the caller to write */
+        if (strncmp(err, cases[i].msg, strlen(cases[i].msg)) != 0)
+            fprintf(stderr, "garbage case %zu: got \"%s\"\n", i, err);
+        CHECK_PREFIX(err, cases[i].msg);
+        json_doc_free(d);
+        policy_free(p);
+    }
+
+    /* 100k records against the default cap of 1000: refused before any is converted */
+    struct policy_config cfg = base_cfg(NULL);
+    cfg.max_records = 0;
+    cfg.max_memory_mb = 128;
+    cfg.max_instructions = 0;
+    struct policy *p =
+        load_body_cfg("flood.lua",
+                      "local t = {}\n"
+                      "for i = 1, 100000 do\n"
+                      "  t[i] = { name = 'h' .. i .. '.example.org', type = 'A', content = "
+                      "'192.0.2.1' }\n"
+                      "end\n"
+                      "return t",
+                      cfg);
+    CHECK_INT(run_vm(p, err, sizeof err), POLICY_FAILED);
+    CHECK_STR(err, "records() returned 100000 records, more than the limit of 1000 per VM "
+                   "(MAX_RECORDS_PER_VM)");
+    policy_free(p);
+}
+
+/* ---- the self-check ---- */
+
+static int self_check_fails(const char *file, const char *src, const char *msg)
+{
+    struct policy_config cfg = base_cfg(write_file(file, src));
+    struct policy *p = NULL;
+    char err[4096];
+    /* without the self-check the policy loads: it is the check that refuses it */
+    if (policy_new(&cfg, &p, err, sizeof err) != 0) {
+        fprintf(stderr, "%s does not even load: %s\n", file, err);
+        return 0;
+    }
+    policy_free(p);
+    p = NULL;
+    cfg.self_check = 1;
+    int refused = policy_new(&cfg, &p, err, sizeof err) != 0 && p == NULL;
+    /* file names in messages without the temporary directory, so msg can spell them */
+    size_t dl = strlen(tmpdir);
+    for (char *at; (at = strstr(err, tmpdir)) != NULL && at[dl] == '/';)
+        memmove(at, at + dl + 1, strlen(at + dl + 1) + 1);
+    if (!refused || strncmp(err, msg, strlen(msg)) != 0) {
+        fprintf(stderr, "%s: refused=%d err=\"%s\"\n", file, refused, err);
+        policy_free(p);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_self_check(void)
+{
+    char err[4096];
+    struct policy_config cfg = base_cfg(NULL);
+    cfg.self_check = 1;
+    struct policy *p = NULL;
+    CHECK_INT(policy_new(&cfg, &p, err, sizeof err), 0); /* the built-in policy passes */
+    policy_free(p);
+
+    /* the typical bug: project VMs have no account */
+    CHECK(self_check_fails(
+        "noacct.lua",
+        "return { records = function(vm, ctx)\n"
+        "  local zone = ctx.account.networkdomain\n"
+        "  return { { name = dns.fqdn(vm.name, zone), type = 'A', content = vm.nic[1].ipaddress"
+        " } }\n"
+        "end }",
+        "self-check: records() failed for the sample project VM selfcheck-02: "));
+    CHECK_HAS(err, ""); /* keeps err used for the next checks */
+    CHECK(self_check_fails("nic1.lua",
+                           "return { records = function(vm, ctx)\n"
+                           "  local nic = vm.nic[1]\n" /* not the default NIC */
+                           "  return { { name = dns.ptr(nic.ip6address), type = 'PTR',\n"
+                           "             content = vm.name .. '.example.org' } }\n"
+                           "end }",
+                           "self-check: records() failed for the sample account VM selfcheck-01: "
+                           "nic1.lua:3: bad argument #1 to 'ptr'"));
+    CHECK(self_check_fails("badrec.lua",
+                           "return { records = function(vm, ctx)\n"
+                           "  return { { name = vm.displayname .. '.example.org', type = 'A',\n"
+                           "             content = '192.0.2.1' } }\n"
+                           "end }",
+                           "self-check: records() failed for the sample account VM selfcheck-01: "
+                           "record 1 (Self-check VM #1.example.org A 192.0.2.1): name"));
+    CHECK(self_check_fails("nilret.lua", "return { records = function(vm, ctx) end }",
+                           "self-check: records() failed for the sample account VM selfcheck-01: "
+                           "records() returned nil"));
+    CHECK(self_check_fails("spin.lua", "return { records = function() while true do end end }",
+                           "self-check: records() failed for the sample account VM selfcheck-01: "
+                           "policy: instruction budget exceeded"));
+    CHECK(self_check_fails("trigger.lua",
+                           "return { records = function(vm, ctx)\n"
+                           "  if ctx.trigger == 'check' and ctx.kafka == nil then\n"
+                           "    error('trigger ' .. ctx.trigger, 0) end\n"
+                           "  return {}\n"
+                           "end }",
+                           "self-check: records() failed for the sample account VM selfcheck-01: "
+                           "trigger check"));
+
+    /* self_test: the policy's own assertions */
+    CHECK(self_check_fails("selftest_fail.lua",
+                           "local function records(vm, ctx) return {} end\n"
+                           "return { records = records, self_test = function()\n"
+                           "  assert(#records({ name = 'x' }, {}) == 1, 'want one record')\n"
+                           "end }",
+                           "self-check: self_test() failed: selftest_fail.lua:3: want one record"
+                           "\nstack traceback:"));
+    CHECK(self_check_fails("selftest_type.lua",
+                           "return { records = function() return {} end,\n"
+                           "  self_test = true }",
+                           "self-check: the policy's self_test must be a function, not a boolean"));
+    CHECK(self_check_fails("selftest_spin.lua",
+                           "return { records = function() return {} end,\n"
+                           "  self_test = function() while true do end end }",
+                           "self-check: self_test() failed: policy: instruction budget exceeded"));
+    CHECK(self_check_fails("selftest_cs.lua",
+                           "return { records = function() return {} end,\n"
+                           "  self_test = function() pcall(cs.call, 'listZones') end }",
+                           "self-check: self_test() called CloudStack (cs.call(listZones): "
+                           "CloudStack is not called during the self-check)"));
+    cfg = base_cfg(write_file("selftest_ok.lua",
+                              "local function records(vm, ctx)\n"
+                              "  return { { name = vm.name .. '.example.org', type = 'A',\n"
+                              "             content = '192.0.2.1' } }\n"
+                              "end\n"
+                              "return { records = records, self_test = function()\n"
+                              "  assert(records({ name = 'x' }, {})[1].name == 'x.example.org')\n"
+                              "end }"));
+    cfg.self_check = 1;
+    CHECK_INT(policy_new(&cfg, &p, err, sizeof err), 0);
+    policy_free(p);
+
+    /* records() that calls CloudStack: checked up to the call, which is never made */
+    struct fake_cs f = {0, CSP_OK, "{\"listnetworksresponse\":{}}", ""};
+    cfg = base_cfg(write_file("selfcheck_cs.lua",
+                              "return { records = function(vm, ctx)\n"
+                              "  local ok = pcall(cs.call, 'listNetworks', { id = 'n1' })\n"
+                              "  return ok and {} or 'swallowed'\n"
+                              "end }"));
+    cfg.cs_call = fake_call;
+    cfg.cs_ud = &f;
+    cfg.self_check = 1;
+    CHECK_INT(policy_new(&cfg, &p, err, sizeof err), 0);
+    CHECK_INT(f.calls, 0);
+    /* and afterwards cs.call answers as usual */
+    CHECK_INT(run_vm(p, err, sizeof err), POLICY_RECORDS);
+    CHECK_INT(f.calls, 1);
+    CHECK_INT(policy_stack_top(p), 0);
+    policy_free(p);
+}
+
+/* require('cspdns.default'): the built-in policy as a module a policy can wrap */
+static void test_builtin_module(void)
+{
+    char err[4096];
+    struct policy *p =
+        load_body("wrap.lua", "local default = require('cspdns.default')\n"
+                              "if require('cspdns.default') ~= default then error('cache', 0) end\n"
+                              "local out = {}\n"
+                              "for _, r in ipairs(default.records(vm, ctx)) do\n"
+                              "  if r.type ~= 'PTR' then out[#out + 1] = r end\n"
+                              "end\n"
+                              "return out");
+    json_doc *vm = parse(VM_JSON);
+    json_doc *acc = parse("{\"id\":\"3b8e2c4d-1f6a-4e7b-9c0d-2a5f8e1b7c63\",\"name\":\"acme\","
+                          "\"networkdomain\":\"acme.cloud.example.net\"}");
+    struct policy_input in = {.vm = json_root(vm), .account = json_root(acc)};
+    struct dns_record *recs;
+    size_t n;
+    CHECK_INT(policy_records(p, &in, &recs, &n, err, sizeof err), POLICY_RECORDS);
+    CHECK_INT(n, 4); /* the built-in's six, without the two PTRs */
+    for (size_t i = 0; i < n; i++)
+        CHECK(recs[i].type != DNS_RR_PTR);
+    if (n == 4)
+        CHECK_STR(recs[0].name, "web-01.acme.cloud.example.net");
+    free(recs);
+    policy_free(p);
+
+    /* the built-in policy itself can require it too: no directory is needed */
+    struct policy_config cfg = base_cfg(NULL);
+    p = load(&cfg);
+    CHECK_INT(policy_run_script(p,
+                                write_file("req_builtin.lua",
+                                           "local d = require('cspdns.default')\n"
+                                           "assert(d.name == 'default' and d.records)"),
+                                no_setup, NULL, err, sizeof err),
+              0);
+    policy_free(p);
+
+    p = load_body("req_other.lua", "require('cspdns.other')");
+    CHECK_INT(run_vm(p, err, sizeof err), POLICY_FAILED);
+    CHECK_HAS(err, "a module name is 1 to 64 letters");
+    policy_free(p);
+    json_doc_free(vm);
+    json_doc_free(acc);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_policy.XXXXXX");
@@ -689,6 +1063,11 @@ int main(void)
     test_values();
     test_stack_balance();
     test_cs_call();
+    test_escapes();
+    test_recursion();
+    test_garbage();
+    test_self_check();
+    test_builtin_module();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)

@@ -21,6 +21,10 @@ static void test_defaults(void)
     CHECK_INT(s.cs_timeout_ms, 10000);
     CHECK(s.policy_file == NULL);
     CHECK_INT(s.policy_on_error, POLICY_ON_ERROR_SKIP);
+    CHECK_INT(s.resync_interval_s, 3600);
+    CHECK_INT(s.resync_max_delete_percent, 20);
+    CHECK(!s.resync_force);
+    CHECK_INT(s.resync_page_size, 500);
     CHECK_INT(settings_check(&s, SETTINGS_NEED_KAFKA, err, sizeof err), 0);
     CHECK_INT(settings_check(&s, SETTINGS_NEED_MYSQL, err, sizeof err), -1);
     CHECK_STR(err, "MYSQL_PDNS_HOST: is required but not set");
@@ -93,6 +97,30 @@ static void test_errors(void)
     expect_error(onerr, "POLICY_ON_ERROR: ");
     char *missing_file[] = {"CS_SECRET_KEY_FILE=/nonexistent/secret", NULL};
     expect_error(missing_file, "CS_SECRET_KEY_FILE: cannot read /nonexistent/secret");
+    char *interval[] = {"RESYNC_INTERVAL=-1", NULL};
+    expect_error(interval, "RESYNC_INTERVAL: ");
+    char *percent[] = {"RESYNC_MAX_DELETE_PERCENT=101", NULL};
+    expect_error(percent, "RESYNC_MAX_DELETE_PERCENT: ");
+    char *force[] = {"RESYNC_FORCE=please", NULL};
+    expect_error(force, "RESYNC_FORCE: ");
+    char *page[] = {"RESYNC_PAGE_SIZE=501", NULL};
+    expect_error(page, "RESYNC_PAGE_SIZE: ");
+    char *page0[] = {"RESYNC_PAGE_SIZE=0", NULL};
+    expect_error(page0, "RESYNC_PAGE_SIZE: ");
+}
+
+static void test_resync_values(void)
+{
+    char *env[] = {"RESYNC_INTERVAL=0", "RESYNC_MAX_DELETE_PERCENT=100", "RESYNC_FORCE=true",
+                   "RESYNC_PAGE_SIZE=1", NULL};
+    struct settings s;
+    char err[256] = "";
+    CHECK_INT(settings_load(&s, env, err, sizeof err), 0);
+    CHECK_INT(s.resync_interval_s, 0);
+    CHECK_INT(s.resync_max_delete_percent, 100);
+    CHECK(s.resync_force);
+    CHECK_INT(s.resync_page_size, 1);
+    settings_free(&s);
 }
 
 static void test_secret_file(void)
@@ -120,6 +148,7 @@ int main(void)
     test_defaults();
     test_values();
     test_errors();
+    test_resync_values();
     test_secret_file();
     return unit_done("settings");
 }

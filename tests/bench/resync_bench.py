@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""resync_bench.py -- a resync of 20,000 VMs: its duration and cs-pdns's peak memory.
+
+Inserts the VMs into the CloudStack simulator without events, runs `cs-pdns resync` (which
+creates every record), then again (which must change nothing), and prints wall time and the peak
+RSS of each cs-pdns run. A benchmark, not a test: it asserts only correctness, never speed.
+
+Run it against a stack started as for the e2e tests:
+    python3 tests/e2e/stack.py up --state /tmp/bench.json --kafka-mock build/tests/kafka-mock
+    CSPDNS_BIN=$PWD/build/cs-pdns CSPDNS_STACK_STATE=/tmp/bench.json \\
+        python3 tests/bench/resync_bench.py [--vms 20000]
+    python3 tests/e2e/stack.py down --state /tmp/bench.json
+Must not: run under ctest, or leave its database or simulator behind.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
+
+from private_db import PrivateDbStack  # noqa: E402
+from world import World  # noqa: E402
+
+
+def make_vm(w, i):
+    """VM i on acme-net or beta-net: distinct IPv4 in the /16 reverse zone, IPv6 for acme."""
+    acme = i % 2 == 0
+    v4 = f"10.{w.n}.{16 + i // 250}.{1 + i % 250}"
+    nic = {"id": str(uuid.uuid4()), "networkid": w.net_acme if acme else w.net_beta,
+           "networkname": "acme-net" if acme else "beta-net", "isdefault": True,
+           "ipaddress": v4, "traffictype": "Guest", "type": "Isolated"}
+    if acme:
+        nic["ip6address"] = f"2001:db8:{w.n:x}:2::{i:x}"
+    vm = {"id": str(uuid.uuid4()), "name": f"bench-{i:05d}", "displayname": f"bench {i}",
+          "account": "acme" if acme else "beta", "domainid": w.domain_id, "state": "Running",
+          "nic": [nic]}
+    if i % 10 == 0:
+        vm["group"] = f"grp{i // 1000}"
+    return vm
+
+
+def run_resync(st, *args):
+    """Runs cs-pdns resync; returns (seconds, peak RSS in MiB, stdout, CPU seconds)."""
+    env = st.daemon_env(LOG_LEVEL="info")
+    log = open(os.path.join(st.workdir, "resync.log"), "ab")
+    t0 = time.monotonic()
+    p = subprocess.Popen([st.bin, "resync", *args], env=env, stdout=subprocess.PIPE, stderr=log)
+    out = p.stdout.read().decode()
+    _, status, usage = os.wait4(p.pid, 0)
+    seconds = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"resync {' '.join(args)} exited {p.returncode}:\n{out}\n(see {log.name})")
+    return seconds, usage.ru_maxrss / 1024.0, out, usage.ru_utime + usage.ru_stime
+
+
+def field(out, name):
+    m = re.search(rf"\b{name}=(\S+)", out)
+    return m.group(1) if m else "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vms", type=int, default=20000)
+    args = ap.parse_args()
+    st = PrivateDbStack("bench")
+    try:
+        w = World(st, 15)
+        w.create_zones()
+        st.start_sim("4.16")
+        st.control("setup", w.setup_body())
+        t0 = time.monotonic()
+        for start in range(0, args.vms, 2000):
+            st.control("vms", {"vms": [make_vm(w, i)
+                                       for i in range(start, min(args.vms, start + 2000))]})
+        print(f"inserted {args.vms} VMs into the simulator in {time.monotonic() - t0:.1f}s")
+
+        first = run_resync(st)
+        rows = st.sql1("SELECT COUNT(*) FROM records WHERE type IN ('A', 'AAAA', 'PTR')")
+        owned = st.sql1("SELECT COUNT(*) FROM cspdns_record")
+        print(f"first resync:  {first[0]:6.1f}s  cpu {first[3]:5.1f}s  peak RSS {first[1]:6.1f} MiB  "
+              f"vms={field(first[2], 'vms')} pages={field(first[2], 'pages')} "
+              f"added={field(first[2], 'added')} (records rows: {rows}, owned: {owned})")
+        serials = st.sql("SELECT domain_id, content FROM records WHERE type = 'SOA'")
+        second = run_resync(st)
+        changed = [field(second[2], k) for k in ("added", "removed", "updated")]
+        print(f"second resync: {second[0]:6.1f}s  cpu {second[3]:5.1f}s  peak RSS {second[1]:6.1f} MiB  "
+              f"unchanged={field(second[2], 'unchanged')} added/removed/updated="
+              f"{'/'.join(changed)}")
+        if changed != ["0", "0", "0"] or st.sql("SELECT domain_id, content FROM records WHERE "
+                                                "type = 'SOA'") != serials:
+            sys.exit("the second resync changed something")
+        dry = run_resync(st, "--dry-run", "--json")
+        print(f"dry run:       {dry[0]:6.1f}s  cpu {dry[3]:5.1f}s  peak RSS {dry[1]:6.1f} MiB")
+    finally:
+        st.close()
+
+
+if __name__ == "__main__":
+    main()
