@@ -58,8 +58,32 @@ static int opt_string(const json_value *obj, const char *key, const char **out, 
         return 0;
     if (v->type != JSON_STRING)
         return malformed(err, errlen, "field \"%s\" is not a string", key);
+    /* Read as C strings, "id\u0000junk" would silently become "id". */
+    if (strlen(v->u.s) != v->len)
+        return malformed(err, errlen, "field \"%s\" holds a NUL character", key);
     *out = v->u.s;
     return 0;
+}
+
+/* Whether a job's VM names its owner the way CloudStack's own responses do: an account name and
+ * ids (letters, digits, hyphens) that are non-empty strings. Owner lookups of anything else fail
+ * the same way forever, so such a result is not taken as the VM's state: the VM is read from the
+ * API instead, and the event never blocks its partition. */
+static int owner_refs_usable(const json_value *vm)
+{
+    static const char *const keys[] = {"account", "domainid", "projectid"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const json_value *v = json_get(vm, keys[i]);
+        if (!v || v->type == JSON_NULL)
+            continue;
+        size_t max = i == 0 ? 255 : 64; /* CloudStack's account name and uuid columns */
+        if (v->type != JSON_STRING || v->len == 0 || v->len > max || strlen(v->u.s) != v->len)
+            return 0;
+        for (size_t j = 0; i > 0 && j < v->len; j++)
+            if (!isalnum((unsigned char)v->u.s[j]) && v->u.s[j] != '-')
+                return 0;
+    }
+    return 1;
 }
 
 static int set_vm_id(struct cs_event *ev, const char *id, char *err, size_t errlen)
@@ -202,7 +226,7 @@ static int decode_job(struct cs_event *ev, char *err, size_t errlen)
         const char *state;
         if (opt_string(result, "state", &state, err, errlen))
             return -1;
-        if (state && json_get(result, "nic"))
+        if (state && json_get(result, "nic") && owner_refs_usable(result))
             ev->vm = result;
     }
     return 0;

@@ -9,6 +9,10 @@ directory. Must not: touch the machine's own MariaDB or PowerDNS configuration.
   stack.py down --state FILE
   stack.py env  --state FILE      (shell exports for cs-pdns and the tools)
   stack.py exec --state FILE -- COMMAND...   (runs COMMAND with those variables set)
+  stack.py db-stop|db-start --state FILE   (stops MariaDB of a running stack / starts it again on
+                                            the same datadir, port and socket)
+  stack.py kafka-ctl --state FILE -- COMMAND...   (a kafka-mock control command, e.g.
+                                            "leader TOPIC 0 2", "down 2"; prints the answer)
 """
 import argparse
 import json
@@ -90,6 +94,11 @@ def up(args):
           f"dns 127.0.0.1:{state['dns']['port']}, kafka {state['kafka']['bootstrap']}")
 
 
+def load_state_file(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_state(path, state):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -106,17 +115,14 @@ def start_mariadb(state):
     subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}", "--user=root",
                     "--auth-root-authentication-method=normal", "--skip-test-db",
                     "--skip-name-resolve"], check=True, capture_output=True)
-    proc = spawn(["mariadbd", "--no-defaults", "--user=root", f"--datadir={datadir}",
-                  "--bind-address=127.0.0.1", f"--port={port}", f"--socket={sock}",
-                  f"--pid-file={os.path.join(d, 'mariadb.pid')}", "--skip-name-resolve",
-                  f"--log-error={log}", "--innodb-buffer-pool-size=128M",
-                  "--innodb-flush-log-at-trx-commit=1", "--max-connections=500"], log)
-    state["pids"]["mariadb"] = proc.pid
+    argv = ["mariadbd", "--no-defaults", "--user=root", f"--datadir={datadir}",
+            "--bind-address=127.0.0.1", f"--port={port}", f"--socket={sock}",
+            f"--pid-file={os.path.join(d, 'mariadb.pid')}", "--skip-name-resolve",
+            f"--log-error={log}", "--innodb-buffer-pool-size=128M",
+            "--innodb-flush-log-at-trx-commit=1", "--max-connections=500"]
     state["mysql"] = {"host": "127.0.0.1", "port": port, "socket": sock, "db": "pdns",
-                      "user": "pdns", "password": "pdnspw"}
-    wait_for("MariaDB", lambda: subprocess.run(
-        ["mariadb-admin", "--no-defaults", f"--socket={sock}", "-uroot", "ping"],
-        capture_output=True).returncode == 0, 60, proc, log)
+                      "user": "pdns", "password": "pdnspw", "server_argv": argv, "log": log}
+    mariadb_spawn(state)
     mariadb_cli(state, "-e", "CREATE DATABASE pdns; "
                 "CREATE USER 'pdns'@'127.0.0.1' IDENTIFIED BY 'pdnspw'; "
                 "GRANT ALL ON pdns.* TO 'pdns'@'127.0.0.1'; "
@@ -124,6 +130,47 @@ def start_mariadb(state):
     with open(SCHEMA) as f:
         subprocess.run(["mariadb", "--no-defaults", f"--socket={sock}", "-uroot", "pdns"],
                        stdin=f, check=True, capture_output=True)
+
+
+def mariadb_spawn(state):
+    m = state["mysql"]
+    proc = spawn(m["server_argv"], m["log"])
+    state["pids"]["mariadb"] = proc.pid
+    wait_for("MariaDB", lambda: subprocess.run(
+        ["mariadb-admin", "--no-defaults", f"--socket={m['socket']}", "-uroot", "ping"],
+        capture_output=True).returncode == 0, 60, proc, m["log"])
+
+
+def mariadb_stop(state):
+    """Stops the stack's MariaDB (a clean shutdown: clients see the server go away)."""
+    stop_pid(state["pids"].get("mariadb"), timeout=60)
+    state["pids"]["mariadb"] = None
+
+
+def mariadb_start(state):
+    """Starts MariaDB again on the same datadir, port and socket, after mariadb_stop."""
+    if state["pids"].get("mariadb") and alive(state["pids"]["mariadb"]):
+        raise RuntimeError("MariaDB of this stack is still running")
+    mariadb_spawn(state)
+
+
+def kafka_control(state, command, timeout=30):
+    """Sends one command line to the kafka-mock control socket; returns its answer after "ok",
+    raises RuntimeError on "error ..."."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(state["kafka"]["control"])
+        s.sendall(command.encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    text = answer.decode(errors="replace").strip()
+    if not text.startswith("ok"):
+        raise RuntimeError(f"kafka-mock refused {command!r}: {text}")
+    return text[2:].strip()
 
 
 def start_pdns(state, caches=False):
@@ -164,11 +211,13 @@ def start_kafka(state, kafka_mock, brokers):
     d = state["dir"]
     bfile = os.path.join(d, "kafka.bootstrap")
     log = os.path.join(d, "kafka.log")
-    proc = spawn([kafka_mock, "-b", str(brokers), "-f", bfile], log)
+    control = os.path.join(d, "kafka.ctl")
+    proc = spawn([kafka_mock, "-b", str(brokers), "-f", bfile, "-c", control], log)
     state["pids"]["kafka"] = proc.pid
     wait_for("Kafka mock", lambda: os.path.exists(bfile), 30, proc, log)
     with open(bfile) as f:
-        state["kafka"] = {"bootstrap": f.read().strip(), "brokers": brokers}
+        state["kafka"] = {"bootstrap": f.read().strip(), "brokers": brokers, "control": control,
+                          "mock": os.path.abspath(kafka_mock), "log": log}
 
 
 def alive(pid):
@@ -240,9 +289,26 @@ def exec_with_env(args):
     os.execvpe(args.argv[0], args.argv, env)
 
 
+def db_stop_start(args):
+    with open(args.state) as f:
+        state = json.load(f)
+    if args.command == "db-stop":
+        mariadb_stop(state)
+    else:
+        mariadb_start(state)
+    write_state(args.state, state)
+
+
+def kafka_ctl(args):
+    with open(args.state) as f:
+        state = json.load(f)
+    print(kafka_control(state, " ".join(args.argv)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "env", "exec"])
+    ap.add_argument("command", choices=["up", "down", "env", "exec", "db-stop", "db-start",
+                                        "kafka-ctl"])
     ap.add_argument("--state", required=True)
     ap.add_argument("--kafka-mock")
     ap.add_argument("--brokers", type=int, default=1)
@@ -263,6 +329,10 @@ def main():
         down(args)
     elif args.command == "exec":
         exec_with_env(args)
+    elif args.command in ("db-stop", "db-start"):
+        db_stop_start(args)
+    elif args.command == "kafka-ctl":
+        kafka_ctl(args)
     else:
         env(args)
 
