@@ -7,30 +7,10 @@
 #include "cs_event.h"
 #include "unit.h"
 
-static char *slurp(const char *name, size_t *len)
-{
-    const char *root = getenv("CSPDNS_SOURCE_DIR");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/events/%s", root ? root : ".", name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s (set CSPDNS_SOURCE_DIR)\n", path);
-        exit(1);
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    *len = fread(buf, 1, (size_t)n, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
 static int decode_file(const char *name, struct cs_event *ev, char *err, size_t errlen)
 {
     size_t len;
-    char *text = slurp(name, &len);
+    char *text = unit_fixture("events", name, &len);
     int rc = cs_event_decode(text, len, ev, err, errlen);
     free(text);
     return rc;

@@ -348,26 +348,6 @@ static void test_series_cap(void)
     metrics_free(m);
 }
 
-static char *read_fixture(const char *name, size_t *len)
-{
-    const char *root = getenv("CSPDNS_SOURCE_DIR");
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/kafka/%s", root ? root : ".", name);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "cannot open %s (set CSPDNS_SOURCE_DIR)\n", path);
-        exit(1);
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    *len = fread(buf, 1, (size_t)n, f);
-    buf[*len] = '\0';
-    fclose(f);
-    return buf;
-}
-
 #define LAG_HEAD                                                                                   \
     "# HELP cspdns_kafka_consumer_lag Records not yet processed, per assigned partition.\n"        \
     "# TYPE cspdns_kafka_consumer_lag gauge\n"
@@ -377,7 +357,7 @@ static void test_kafka_stats(void)
     metrics *m = NULL;
     CHECK_INT(metrics_new(&m), 0);
     size_t len;
-    char *json = read_fixture("stats_consumer_2.0.2.json", &len);
+    char *json = unit_fixture("kafka", "stats_consumer_2.0.2.json", &len);
     char err[300] = "";
     /* The fixture is librdkafka 2.0.2's statistics of a consumer of two topics. On "cloudstack":
      * partition 0 has a stored offset (lag 3, while the committed lag says 5), 1 only a committed

@@ -4,6 +4,7 @@
 #define CSPDNS_UNIT_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int unit_checks, unit_failures;
@@ -38,6 +39,33 @@ static int unit_checks, unit_failures;
                     __LINE__, #got, g_, w_);                                                       \
         }                                                                                          \
     } while (0)
+
+/* Reads tests/fixtures/<dir>/<name> under CSPDNS_SOURCE_DIR (ctest sets it) into a NUL-terminated
+ * buffer the caller frees; a missing fixture ends the test run, since every later check would be
+ * meaningless. */
+static inline char *unit_fixture(const char *dir, const char *name, size_t *len)
+{
+    const char *root = getenv("CSPDNS_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/%s/%s", root ? root : ".", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "cannot open %s (set CSPDNS_SOURCE_DIR)\n", path);
+        exit(1);
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (!buf) {
+        fprintf(stderr, "out of memory reading %s\n", path);
+        exit(1);
+    }
+    *len = fread(buf, 1, (size_t)n, f);
+    buf[*len] = '\0';
+    fclose(f);
+    return buf;
+}
 
 /* Call at the end of main: prints a summary and returns the exit status. */
 static inline int unit_done(const char *name)
