@@ -106,6 +106,10 @@ int pipeline_new(const struct settings *s, struct pipeline_signals *sig, struct 
     }
     if (p->cs)
         cloudstack_set_observer(p->cs, on_cs_request, p);
+    if (p->cs && !s->cs_verify_tls)
+        log_msg(LOG_LVL_WARN, "cloudstack",
+                "CS_VERIFY_TLS=false: the CloudStack server's certificate is not checked, so "
+                "anyone on the path can read the API key's requests and forge answers");
     char why[2048];
     if (load_policy(p, &p->policy, why, sizeof why) != 0) {
         snprintf(err, errlen, "POLICY_FILE: %s does not load: %s",
