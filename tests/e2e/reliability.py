@@ -36,6 +36,7 @@ def start(test):
 
 
 def record(test, fault, tried, lost=0, duplicates=0, crashes=0, ok=True, note=""):
+    """lost and duplicates None: not about events (fuzzing), shown as a dash."""
     row = {"test": test, "fault": fault, "tried": tried, "lost": lost, "duplicates": duplicates,
            "crashes": crashes, "ok": bool(ok), "note": note, "time": time.time()}
     with open(os.path.join(out_dir(), f"{test}.jsonl"), "a") as f:
@@ -58,8 +59,8 @@ def table(rows):
         m = merged.setdefault(key, dict(r, tried=0, lost=0, duplicates=0, crashes=0, ok=True,
                                         notes=[]))
         m["tried"] += r["tried"]
-        m["lost"] += r["lost"]
-        m["duplicates"] += r["duplicates"]
+        for key in ("lost", "duplicates"):
+            m[key] = None if r[key] is None else (m[key] or 0) + r[key]
         m["crashes"] += r["crashes"]
         m["ok"] = m["ok"] and r["ok"]
         if r.get("note") and r["note"] not in m["notes"]:
@@ -70,8 +71,9 @@ def table(rows):
         outcome = "pass" if m["ok"] else "**FAIL**"
         if m["notes"]:
             outcome += ": " + "; ".join(m["notes"])
-        lines.append(f"| {m['fault']} | {m['tried']:,} | {m['lost']} | {m['duplicates']} | "
-                     f"{m['crashes']} | {outcome} |")
+        lost, dups = ("-" if m[k] is None else m[k] for k in ("lost", "duplicates"))
+        lines.append(f"| {m['fault']} | {m['tried']:,} | {lost} | {dups} | {m['crashes']} | "
+                     f"{outcome} |")
     return "\n".join(lines)
 
 
@@ -106,7 +108,8 @@ def main():
         return
     if args.record:
         test, fault, tried, crashes = args.record
-        record(test, fault, int(tried), crashes=int(crashes), ok=int(crashes) == 0)
+        record(test, fault, int(tried), lost=None, duplicates=None, crashes=int(crashes),
+               ok=int(crashes) == 0)
         return
     d = out_dir()
     rows = load(d) if os.path.isdir(d) else []

@@ -137,7 +137,7 @@ def connection_killed():
     text = streaming(80, 0.03, fault, settle=0.5)
     assert len(kills) >= 5, f"found cs-pdns's connection only {len(kills)} times"
     assert "reconnect" in text, "no reconnect logged after KILL"
-    verify("after KILL of cs-pdns's connection", "KILL <connection id> of cs-pdns's connection",
+    verify("after KILL of cs-pdns's connection", "KILL of cs-pdns's MariaDB connection",
            tried=len(kills))
 
 
