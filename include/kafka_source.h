@@ -46,6 +46,18 @@ void kafka_source_done(struct kafka_source *ks, struct kafka_msg *m);
  * fetched are dropped until it comes back, so nothing past it is ever committed. Releases m. */
 void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backoff_ms);
 
+/* Releases m without making its offset committable: for messages fetched after one of the same
+ * partition that was handed to kafka_source_retry (the rewind delivers them again). */
+void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m);
+
+/* The partitions of the topic currently assigned to this instance, sorted, in parts[0..*n)
+ * (at most max), and how many partitions the topic has in *partition_count (0 while unknown).
+ * *generation changes whenever the assignment does (rebalance). Returns 0, or -1 when the
+ * topic's metadata cannot be read now (err says why). */
+int kafka_source_partitions(struct kafka_source *ks, int32_t *parts, size_t max, size_t *n,
+                            int32_t *partition_count, unsigned *generation, char *err,
+                            size_t errlen);
+
 /* Partitions currently assigned to this instance. */
 int kafka_source_assigned(const struct kafka_source *ks);
 

@@ -53,6 +53,28 @@ csp_status pdns_store_begin(struct pdns_store *st, char *err, size_t errlen);
 csp_status pdns_store_apply(struct pdns_store *st, const char *vm_id, const struct dns_record *recs,
                             size_t n, struct pdns_apply_stats *stats, char *err, size_t errlen);
 
+/* One VM's desired records in a batch, and what applying them did. */
+struct pdns_vm_records {
+    const char *vm_id;
+    const struct dns_record *recs; /* checked and normalised, as for pdns_store_apply */
+    size_t n;
+    struct pdns_apply_stats stats; /* out: filled (not added to) by pdns_store_apply_many */
+};
+
+/* Inside a transaction opened with pdns_store_begin: does what pdns_store_apply does for each
+ * of vms[0..n) (vm_ids distinct), with set-based statements (multi-row reads and writes), so a
+ * batch of a thousand VMs costs a handful of round trips rather than thousands. All or nothing:
+ * on failure the transaction is rolled back; CSP_PERMANENT means one of the VMs' changes was
+ * refused, and the caller applies them one per transaction to find it. */
+csp_status pdns_store_apply_many(struct pdns_store *st, struct pdns_vm_records *vms, size_t n,
+                                 char *err, size_t errlen);
+
+/* After a successful pdns_store_commit: every owner name whose records rows the transaction
+ * inserted, deleted or changed, plus the apex of every zone whose SOA it bumped, as
+ * absolute names with the trailing dot ("web1.example.com.") in no particular order, each
+ * once. Owned by the store, valid until the next pdns_store_begin. Returns the count. */
+size_t pdns_store_changed_names(const struct pdns_store *st, const char *const **names);
+
 /* Bumps the SOA serial of every zone touched since begin (row locked; YYYYMMDDnn serials move to
  * today's date or the next revision, others +1) and commits. */
 csp_status pdns_store_commit(struct pdns_store *st, struct pdns_apply_stats *stats, char *err,

@@ -8,6 +8,7 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cloudstack.h"
@@ -67,6 +68,13 @@ struct resync_config {
     int dry_run;            /* write nothing: plan every change (the store may be read-only) */
     int progress;           /* draw a progress line on stderr (for a terminal) */
     unsigned batch;         /* VMs per transaction and per resync_step; 0: 50 */
+    /* Scale-out: when partition_count > 0 the resync handles only the VMs whose id maps, by
+     * Kafka's default partitioner (kafka_partition_for_key), to one of partitions[0..
+     * npartitions) -- listing, reconciling and removing -- so instances of one consumer group
+     * never resync the same VM. 0: every VM (the `resync` subcommand). Copied by resync_new. */
+    int32_t partition_count;
+    const int32_t *partitions;
+    size_t npartitions;
 };
 
 enum resync_result {

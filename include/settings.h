@@ -13,6 +13,10 @@ struct settings_kv {
 
 enum policy_on_error { POLICY_ON_ERROR_SKIP = 0, POLICY_ON_ERROR_RETRY = 1 };
 
+/* MYSQL_PDNS_TLS: off = plain TCP; required = encrypted, certificate not checked; verify =
+ * encrypted, certificate checked against MYSQL_PDNS_TLS_CA (or the system store) and the host. */
+enum { SETTINGS_TLS_OFF = 0, SETTINGS_TLS_REQUIRED = 1, SETTINGS_TLS_VERIFY = 2 };
+
 struct settings {
     /* Kafka */
     char *kafka_bootstrap;         /* KAFKA_BOOTSTRAP */
@@ -33,6 +37,15 @@ struct settings {
     char *mysql_name;     /* MYSQL_PDNS_NAME */
     char *mysql_user;     /* MYSQL_PDNS_USER */
     char *mysql_password; /* MYSQL_PDNS_PASSWORD */
+    int mysql_tls;        /* MYSQL_PDNS_TLS: SETTINGS_TLS_OFF (default), _REQUIRED, _VERIFY */
+    char
+        *mysql_tls_ca; /* MYSQL_PDNS_TLS_CA: CA bundle (PEM) the server certificate must chain to */
+    char *mysql_tls_cert; /* MYSQL_PDNS_TLS_CERT: client certificate (PEM), optional */
+    char *mysql_tls_key;  /* MYSQL_PDNS_TLS_KEY: its private key (PEM) */
+    /* PowerDNS HTTP API (optional: cache purges after each commit) */
+    char *pdns_api_url;   /* PDNS_API_URL, e.g. http://127.0.0.1:8081; NULL: no purges */
+    char *pdns_api_key;   /* PDNS_API_KEY (or PDNS_API_KEY_FILE) */
+    char *pdns_server_id; /* PDNS_SERVER_ID (default "localhost") */
     /* Naming (passed to the policy) */
     int dns_ttl;                 /* DNS_RECORD_TTL (default 60) */
     char *dns_common_zone;       /* DNS_COMMON_ZONE (optional) */
@@ -49,6 +62,9 @@ struct settings {
     int log_format;     /* LOG_FORMAT=logfmt|json (default logfmt) */
     char *metrics_addr; /* METRICS_ADDR host:port for /metrics, /healthz, /readyz; NULL: off */
     int retry_max_backoff_ms; /* RETRY_MAX_BACKOFF_MS (default 30000) */
+    int batch_max_events;     /* BATCH_MAX_EVENTS (default 1000): events per transaction */
+    int batch_max_wait_ms;    /* BATCH_MAX_WAIT_MS (default 5): how long a batch waits to fill */
+    int owner_cache_ttl_s;    /* OWNER_CACHE_TTL (seconds, default 300; 0: no cache) */
     /* Resync */
     int resync_interval_s;         /* RESYNC_INTERVAL (seconds, default 3600; 0: no automatic
                                       resync in `run`) */

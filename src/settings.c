@@ -32,6 +32,14 @@ const struct settings_doc settings_docs[] = {
     {"MYSQL_PDNS_NAME", "(required)", "PowerDNS database name"},
     {"MYSQL_PDNS_USER", "(required)", "database user"},
     {"MYSQL_PDNS_PASSWORD", "", "database password (or MYSQL_PDNS_PASSWORD_FILE)"},
+    {"MYSQL_PDNS_TLS", "off",
+     "off, required (encrypt) or verify (encrypt, check the certificate and host name)"},
+    {"MYSQL_PDNS_TLS_CA", "", "CA bundle (PEM) for MYSQL_PDNS_TLS=verify"},
+    {"MYSQL_PDNS_TLS_CERT", "", "client certificate (PEM) for servers that require one"},
+    {"MYSQL_PDNS_TLS_KEY", "", "private key (PEM) of MYSQL_PDNS_TLS_CERT"},
+    {"PDNS_API_URL", "", "PowerDNS HTTP API, e.g. http://127.0.0.1:8081: purge its caches"},
+    {"PDNS_API_KEY", "", "X-API-Key for PDNS_API_URL (or PDNS_API_KEY_FILE)"},
+    {"PDNS_SERVER_ID", "localhost", "server id in PowerDNS API paths"},
     {"DNS_RECORD_TTL", "60", "TTL of the records the policy writes (seconds)"},
     {"DNS_COMMON_ZONE", "", "a zone every VM may also be named in"},
     {"DNS_ADD_TO_COMMON_ZONE", "false", "also name VMs <name>.<DNS_COMMON_ZONE>"},
@@ -42,6 +50,9 @@ const struct settings_doc settings_docs[] = {
     {"POLICY_ON_ERROR", "skip", "skip: log a failing event and go on; retry: stop and retry it"},
     {"MAX_RECORDS_PER_VM", "1000", "most records one VM may have"},
     {"RETRY_MAX_BACKOFF_MS", "30000", "longest wait between retries of a failing event"},
+    {"BATCH_MAX_EVENTS", "1000", "most events applied in one database transaction"},
+    {"BATCH_MAX_WAIT_MS", "5", "how long a batch waits for more events before it is applied"},
+    {"OWNER_CACHE_TTL", "300", "seconds an account/domain/project lookup is reused; 0: never"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
     {"LOG_FORMAT", "logfmt", "logfmt, or json for one JSON object per line"},
     {"METRICS_ADDR", "", "serve /metrics, /healthz, /readyz on host:port, [ipv6]:port or :port"},
@@ -226,6 +237,9 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
     s->resync_interval_s = 3600;
     s->resync_max_delete_percent = 20;
     s->resync_page_size = 500;
+    s->batch_max_events = 1000;
+    s->batch_max_wait_ms = 5;
+    s->owner_cache_ttl_s = 300;
 
     int timeout_s = 10;
     const char *v;
@@ -244,6 +258,12 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
         load_string(envp, "MYSQL_PDNS_NAME", &s->mysql_name, err, errlen) ||
         load_string(envp, "MYSQL_PDNS_USER", &s->mysql_user, err, errlen) ||
         load_secret(envp, "MYSQL_PDNS_PASSWORD", &s->mysql_password, err, errlen) ||
+        load_string(envp, "MYSQL_PDNS_TLS_CA", &s->mysql_tls_ca, err, errlen) ||
+        load_string(envp, "MYSQL_PDNS_TLS_CERT", &s->mysql_tls_cert, err, errlen) ||
+        load_string(envp, "MYSQL_PDNS_TLS_KEY", &s->mysql_tls_key, err, errlen) ||
+        load_string(envp, "PDNS_API_URL", &s->pdns_api_url, err, errlen) ||
+        load_secret(envp, "PDNS_API_KEY", &s->pdns_api_key, err, errlen) ||
+        load_string(envp, "PDNS_SERVER_ID", &s->pdns_server_id, err, errlen) ||
         load_int(envp, "DNS_RECORD_TTL", 1, 604800, &s->dns_ttl, err, errlen) ||
         load_bool(envp, "DNS_ADD_TO_COMMON_ZONE", &s->dns_add_to_common_zone, err, errlen) ||
         load_string(envp, "POLICY_FILE", &s->policy_file, err, errlen) ||
@@ -258,8 +278,47 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
         load_int(envp, "RESYNC_MAX_DELETE_PERCENT", 0, 100, &s->resync_max_delete_percent, err,
                  errlen) ||
         load_bool(envp, "RESYNC_FORCE", &s->resync_force, err, errlen) ||
-        load_int(envp, "RESYNC_PAGE_SIZE", 1, 500, &s->resync_page_size, err, errlen))
+        load_int(envp, "RESYNC_PAGE_SIZE", 1, 500, &s->resync_page_size, err, errlen) ||
+        load_int(envp, "BATCH_MAX_EVENTS", 1, 100000, &s->batch_max_events, err, errlen) ||
+        load_int(envp, "BATCH_MAX_WAIT_MS", 0, 10000, &s->batch_max_wait_ms, err, errlen) ||
+        load_int(envp, "OWNER_CACHE_TTL", 0, 86400, &s->owner_cache_ttl_s, err, errlen))
         goto fail;
+    if (!s->pdns_server_id && dup_into(&s->pdns_server_id, "localhost", err, errlen))
+        goto fail;
+    if ((v = env_get(envp, "MYSQL_PDNS_TLS"))) {
+        if (strcasecmp(v, "off") == 0)
+            s->mysql_tls = SETTINGS_TLS_OFF;
+        else if (strcasecmp(v, "required") == 0)
+            s->mysql_tls = SETTINGS_TLS_REQUIRED;
+        else if (strcasecmp(v, "verify") == 0)
+            s->mysql_tls = SETTINGS_TLS_VERIFY;
+        else {
+            fail(err, errlen, "MYSQL_PDNS_TLS", "must be off, required or verify");
+            goto fail;
+        }
+    }
+    if ((s->mysql_tls_ca || s->mysql_tls_cert || s->mysql_tls_key) &&
+        s->mysql_tls == SETTINGS_TLS_OFF) {
+        fail(err, errlen, "MYSQL_PDNS_TLS",
+             "is off but a MYSQL_PDNS_TLS_* file is set (set it to required or verify)");
+        goto fail;
+    }
+    if (!s->mysql_tls_cert != !s->mysql_tls_key) {
+        fail(err, errlen, s->mysql_tls_cert ? "MYSQL_PDNS_TLS_KEY" : "MYSQL_PDNS_TLS_CERT",
+             "is needed with the other (a client certificate needs its key)");
+        goto fail;
+    }
+    if (s->pdns_api_url && strncasecmp(s->pdns_api_url, "http://", 7) != 0 &&
+        strncasecmp(s->pdns_api_url, "https://", 8) != 0) {
+        fail(err, errlen, "PDNS_API_URL",
+             "must be an http:// or https:// URL such as "
+             "http://127.0.0.1:8081");
+        goto fail;
+    }
+    if (s->pdns_api_url && !s->pdns_api_key) {
+        fail(err, errlen, "PDNS_API_KEY", "is required when PDNS_API_URL is set");
+        goto fail;
+    }
     s->cs_timeout_ms = timeout_s * 1000;
 
     if (s->kafka_topic && check_topic(s->kafka_topic, err, errlen))
@@ -351,9 +410,11 @@ int settings_check(const struct settings *s, int need, char *err, size_t errlen)
 void settings_free(struct settings *s)
 {
     char **strings[] = {
-        &s->kafka_bootstrap, &s->kafka_topic,     &s->kafka_group, &s->cs_endpoint, &s->cs_api_key,
-        &s->cs_secret_key,   &s->cs_ca_file,      &s->mysql_host,  &s->mysql_name,  &s->mysql_user,
-        &s->mysql_password,  &s->dns_common_zone, &s->policy_file, &s->metrics_addr};
+        &s->kafka_bootstrap, &s->kafka_topic,   &s->kafka_group,    &s->cs_endpoint,
+        &s->cs_api_key,      &s->cs_secret_key, &s->cs_ca_file,     &s->mysql_host,
+        &s->mysql_name,      &s->mysql_user,    &s->mysql_password, &s->dns_common_zone,
+        &s->policy_file,     &s->metrics_addr,  &s->mysql_tls_ca,   &s->mysql_tls_cert,
+        &s->mysql_tls_key,   &s->pdns_api_url,  &s->pdns_api_key,   &s->pdns_server_id};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;

@@ -184,7 +184,7 @@ def start_pdns(state, caches=False):
     settings = {
         "launch": "gmysql", "gmysql-host": m["host"], "gmysql-port": m["port"],
         "gmysql-user": m["user"], "gmysql-password": m["password"], "gmysql-dbname": m["db"],
-        "gmysql-dnssec": "no", "local-address": "127.0.0.1", "local-port": port,
+        "gmysql-dnssec": "yes", "local-address": "127.0.0.1", "local-port": port,
         "guardian": "no", "daemon": "no", "disable-syslog": "yes", "write-pid": "no",
         "security-poll-suffix": "", "webserver": "yes", "webserver-address": "127.0.0.1",
         "webserver-port": api_port, "webserver-allow-from": "127.0.0.1", "api": "yes",

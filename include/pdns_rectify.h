@@ -1,0 +1,23 @@
+/* pdns_rectify.h -- keeps DNSSEC fields of signed zones right after cs-pdns changes names:
+ * ordername, auth and empty non-terminals, as `pdnsutil rectify-zone` leaves them.
+ * Must not: open or end transactions, or touch rows outside the names it is given and their
+ * ancestors up to the zone apex. */
+#ifndef CSPDNS_PDNS_RECTIFY_H
+#define CSPDNS_PDNS_RECTIFY_H
+
+#include <mysql.h>
+#include <stddef.h>
+
+#include "status.h"
+
+/* Inside the caller's open transaction on db: when zone (domains.id domain_id, apex zone
+ * without trailing dot, lowercase) is DNSSEC-signed (active keys in cryptokeys, or PRESIGNED),
+ * sets ordername and auth on every records row at names[0..n) (names inside the zone, no
+ * trailing dot, lowercase) and creates or deletes the empty non-terminals between each name
+ * and the apex, for NSEC or NSEC3 (narrow or not) per the zone's NSEC3PARAM/NSEC3NARROW
+ * metadata. For an unsigned zone it does what rectify-zone does there too. Returns CSP_OK,
+ * CSP_TRANSIENT (connection/deadlock: the caller rolls back and retries) or CSP_PERMANENT. */
+csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
+                              const char *const *names, size_t n, char *err, size_t errlen);
+
+#endif
