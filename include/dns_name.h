@@ -49,4 +49,9 @@ int dns_zone_match(const char *name, const char *const *zones, size_t nzones);
  * many. Used to ask the database only for zones that could hold a name. */
 size_t dns_name_suffixes(const char *name, const char **out, size_t max);
 
+/* Copies s[0..n) into out (outsz >= 8) for an error message: printable ASCII as is, everything
+ * else (and '"', '\\') as \xHH, cut short with "..." when out is full, so hostile input cannot
+ * flood or corrupt a log line. Returns out. */
+const char *dns_quote(const char *s, size_t n, char *out, size_t outsz);
+
 #endif

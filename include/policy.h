@@ -94,6 +94,10 @@ struct lua_State;
  * absent (dropped from arrays too, so they stay sequences). [-0, +1, m] */
 void policy_push_json(struct lua_State *L, const json_value *v);
 
+/* The error message at stack index 1 (made a string as lua.c does) followed by a traceback from
+ * level up; the message handler of every policy call. [-0, +1|+2, m] */
+void policy_push_traceback(struct lua_State *L, int level);
+
 /* Installs helpers before a script runs: called in protected mode with the policy's table on top
  * of the stack; it may raise, and must leave the stack as it found it. Globals are strict by
  * then, so new ones are set with lua_rawset on the global table. */

@@ -25,16 +25,14 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 /* Room for a quoted excerpt of untrusted text in an error message. */
 #define QUOTE_BUFSZ 96
 
-/* Copies s[0..n) into out for an error message: printable ASCII as is, everything else as \xHH,
- * cut short with "..." so that hostile input cannot flood or corrupt a log line. */
-static const char *quote(const char *s, size_t n, char out[QUOTE_BUFSZ])
+const char *dns_quote(const char *s, size_t n, char *out, size_t outsz)
 {
     static const char hex[] = "0123456789abcdef";
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         size_t need = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? 1 : 4;
-        if (o + need + 4 > QUOTE_BUFSZ) {
+        if (o + need + 4 > outsz) {
             memcpy(out + o, "...", 3);
             o += 3;
             break;
@@ -50,6 +48,11 @@ static const char *quote(const char *s, size_t n, char out[QUOTE_BUFSZ])
     }
     out[o] = '\0';
     return out;
+}
+
+static const char *quote(const char *s, size_t n, char out[QUOTE_BUFSZ])
+{
+    return dns_quote(s, n, out, QUOTE_BUFSZ);
 }
 
 static int ascii_lower(int c)

@@ -48,27 +48,13 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-/* Room for a field value quoted in an error message: the fields are at most 255 bytes, and their
- * bytes are printed as \xHH when not printable. */
-#define QUOTED_FIELD_BUFSZ (4 * DNS_NAME_BUFSZ)
+/* Room for a whole field value quoted in an error message: at most 255 bytes, each printed as
+ * \xHH when not printable. */
+#define QUOTED_FIELD_BUFSZ (4 * DNS_NAME_BUFSZ + 4)
 
 static const char *quote_field(const char *s, char *out)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < DNS_NAME_BUFSZ && s[i]; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    out[o] = '\0';
-    return out;
+    return dns_quote(s, strnlen(s, DNS_NAME_BUFSZ), out, QUOTED_FIELD_BUFSZ);
 }
 
 /* Normalises the host name in field (in place) and reports a failure under the field's own name.

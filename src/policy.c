@@ -179,7 +179,7 @@ static int on_panic(lua_State *L)
 }
 
 /* Message handler: the error text plus a traceback. [-1, +1, m] */
-static int msgh(lua_State *L)
+void policy_push_traceback(lua_State *L, int level)
 {
     const char *msg = lua_tostring(L, 1);
     if (!msg) {
@@ -188,7 +188,12 @@ static int msgh(lua_State *L)
         else
             msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    luaL_traceback(L, L, msg, level);
+}
+
+static int msgh(lua_State *L)
+{
+    policy_push_traceback(L, 1);
     return 1;
 }
 

@@ -284,14 +284,7 @@ static int tr_report(lua_State *L)
 /* host.traceback(err): the message handler of test(). [-1, +1, m] */
 static int tr_traceback(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (!msg) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-            msg = lua_tostring(L, -1);
-        else
-            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 2);
+    policy_push_traceback(L, 2);
     return 1;
 }
 

@@ -370,6 +370,18 @@ static void test_suffixes(void)
     CHECK_STR(many[24], "8.b.d.0.1.0.0.2.ip6.arpa");
 }
 
+static void test_quote(void)
+{
+    char q[16], big[32];
+    CHECK_STR(dns_quote("web-1", 5, q, sizeof q), "web-1");
+    CHECK_STR(dns_quote("a\"b\\c\n", 6, big, sizeof big), "a\\x22b\\x5cc\\x0a");
+    CHECK_STR(dns_quote("a\0b", 3, q, sizeof q), "a\\x00b");
+    /* Cut with "..." before the buffer fills, never mid-escape. */
+    CHECK_STR(dns_quote("abcdefghijklmnopqrstuvwxyz", 26, q, sizeof q), "abcdefghijkl...");
+    CHECK_STR(dns_quote("abcdefghij\xff", 11, q, sizeof q), "abcdefghij...");
+    CHECK_STR(dns_quote("a\"b\\c\n", 6, q, sizeof q), "a\\x22b\\x5cc...");
+}
+
 int main(void)
 {
     test_ip_version();
@@ -380,5 +392,6 @@ int main(void)
     test_fqdn();
     test_zone_match();
     test_suffixes();
+    test_quote();
     return unit_done("test_dns_name");
 }
