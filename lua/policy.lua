@@ -8,32 +8,10 @@
 --   A/AAAA  GROUP-ACCOUNT8.SUFFIX for a VM in an instance group (round robin over the group)
 -- A destroyed, expunging or failed VM has no records; a stopped one keeps them.
 
-local GONE = { Destroyed = true, Expunging = true, Error = true }
+local vmlib = require("cspdns.vm")
 
 -- The first 8 characters of the account id make a group name unique per account.
 local ACCOUNT_ID_CHARS = 8
-
-local function default_nic(vm)
-    for _, nic in ipairs(vm.nic or {}) do
-        if nic.isdefault == true then
-            return nic
-        end
-    end
-    return nil
-end
-
--- CloudStack's name is already a hostname; anything else is turned into one.
-local function host_label(name)
-    if type(name) ~= "string" then
-        return ""
-    end
-    local lower = name:lower()
-    if #lower <= 63 and lower:find("^[a-z0-9]") and lower:find("[a-z0-9]$")
-        and not lower:find("[^a-z0-9-]") then
-        return lower
-    end
-    return dns.label(name)
-end
 
 -- "Web Servers!" -> "webservers-3b8e2c4d"; nil when nothing of the group name is usable.
 local function group_label(group, account_id)
@@ -46,32 +24,24 @@ local function group_label(group, account_id)
     return cleaned .. "-" .. account_id:sub(1, ACCOUNT_ID_CHARS):lower()
 end
 
-local function networkdomain(obj)
-    local nd = obj and obj.networkdomain
-    if type(nd) == "string" and nd ~= "" then
-        return nd
-    end
-    return nil
-end
-
 local function records(vm, ctx)
     local settings = ctx.settings
-    if GONE[vm.state] then
+    if vmlib.gone(vm) then
         return {}
     end
-    local label = host_label(vm.name)
+    local label = vmlib.host_label(vm.name)
     if label == "" then
         log.info("vm=%s: name %q gives no usable DNS label, so no records", tostring(vm.id),
             tostring(vm.name))
         return {}
     end
-    local nic = default_nic(vm)
+    local nic = vmlib.default_nic(vm)
     if not nic then
         log.info("vm=%s (%s): no default NIC, so no records", tostring(vm.id), label)
         return {}
     end
 
-    local suffix = networkdomain(ctx.account) or networkdomain(ctx.domain)
+    local suffix = vmlib.suffix(ctx)
     local common = settings.add_to_common_zone and settings.common_zone or nil
     if not suffix and not common then
         log.info("vm=%s (%s): neither its account nor its domain has a network domain and no "

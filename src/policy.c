@@ -667,17 +667,28 @@ static int run_module(lua_State *L, struct policy *p)
     return 1;
 }
 
-/* The name under which require() hands out the built-in policy's table, so a policy can wrap it.
- * The dot keeps it apart from file modules, whose names cannot contain one. */
-#define BUILTIN_MODULE "cspdns.default"
+/* Modules built into the binary, handed out by require() under names whose dot keeps them apart
+ * from file modules (whose names cannot contain one): the built-in policy's table, so a policy
+ * can wrap it, and the helpers it is built from. */
+static const struct builtin_module {
+    const char *name, *embedded, *chunk;
+} BUILTIN_MODULES[] = {
+    {"cspdns.default", "policy", "=policy.lua (built-in)"},
+    {"cspdns.vm", "vm", "=vm.lua (built-in)"},
+    {NULL, NULL, NULL},
+};
 
 /* require(name): <policy dir>/<name>.lua, text only, once per state, under the same limits; or
- * the built-in policy for BUILTIN_MODULE. [-1, +1, v] */
+ * one of BUILTIN_MODULES. [-1, +1, v] */
 static int l_require(lua_State *L)
 {
     struct policy *p = policy_of(L);
     const char *name = check_text(L, 1, "require");
-    int builtin = strcmp(name, BUILTIN_MODULE) == 0;
+    const struct builtin_module *builtin = BUILTIN_MODULES;
+    while (builtin->name && strcmp(name, builtin->name) != 0)
+        builtin++;
+    if (!builtin->name)
+        builtin = NULL;
     size_t len = strlen(name);
     int ok = builtin || (len > 0 && len <= 64);
     for (const char *c = name; ok && !builtin && *c; c++)
@@ -686,7 +697,7 @@ static int l_require(lua_State *L)
     if (!ok)
         return raisef(L,
                       "require('%s'): a module name is 1 to 64 letters, digits, '_' or '-' (or "
-                      "'" BUILTIN_MODULE "' for the built-in policy)",
+                      "'cspdns.default' for the built-in policy, 'cspdns.vm' for its helpers)",
                       name);
     lua_settop(L, 1);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_MODULES); /* 2 */
@@ -699,11 +710,11 @@ static int l_require(lua_State *L)
         return raisef(L, "require('%s'): the module requires itself (a require loop)", name);
     lua_pop(L, 2);
     if (builtin) {
-        const struct embedded_lua *e = embedded_lua_find("policy");
+        const struct embedded_lua *e = embedded_lua_find(builtin->embedded);
         if (!e)
-            return raisef(L, "require('%s'): the built-in policy.lua is missing from this build",
-                          name);
-        if (luaL_loadbufferx(L, e->src, e->len, "=policy.lua (built-in)", "t") != LUA_OK)
+            return raisef(L, "require('%s'): %s.lua is missing from this build", name,
+                          builtin->embedded);
+        if (luaL_loadbufferx(L, e->src, e->len, builtin->chunk, "t") != LUA_OK)
             return lua_error(L);
         return run_module(L, p);
     }

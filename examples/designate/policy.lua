@@ -37,7 +37,7 @@ local SETTINGS = {
     ptr = true,
 }
 
-local GONE = { Destroyed = true, Expunging = true, Error = true }
+local vmlib = require("cspdns.vm")
 
 local KEYS = {
     hostname = true, display_name = true, instance_id = true, tenant_id = true,
@@ -77,11 +77,6 @@ end
 -- Both lists are checked when the policy loads: a bad edit keeps the old policy running.
 for _, t in ipairs(SETTINGS.formatv4) do check_template(t, true) end
 for _, t in ipairs(SETTINGS.formatv6) do check_template(t, false) end
-
-local function networkdomain(obj)
-    local nd = obj and obj.networkdomain
-    return type(nd) == "string" and nd ~= "" and nd or nil
-end
 
 -- "2001:db8::1" -> "2001-0db8-0000-...-0001": a compressed address could start or end in '-'
 local function address_label(ip, version)
@@ -133,10 +128,10 @@ end
 -- records() for a given settings table; the policy uses SETTINGS.
 local function make(settings)
     return function(vm, ctx)
-        if GONE[vm.state] then
+        if vmlib.gone(vm) then
             return {}
         end
-        local zone = settings.zone or networkdomain(ctx.account) or networkdomain(ctx.domain)
+        local zone = settings.zone or vmlib.suffix(ctx)
         if not zone then
             return {}
         end

@@ -14,7 +14,7 @@
 -- Two VMs whose display names clean to the same label share the name (round-robin A records)
 -- and each PTR points to it; give your VMs distinct display names or keep the built-in policy.
 
-local GONE = { Destroyed = true, Expunging = true, Error = true }
+local vmlib = require("cspdns.vm")
 
 -- UTF-8 sequences and their ASCII spelling. Extend it for your users' languages.
 local TRANSLIT = {
@@ -40,29 +40,12 @@ local function display_label(text)
     return (dns.label(ascii):gsub("%-%-+", "-"))
 end
 
-local function networkdomain(obj)
-    local nd = obj and obj.networkdomain
-    if type(nd) == "string" and nd ~= "" then
-        return nd
-    end
-    return nil
-end
-
-local function default_nic(vm)
-    for _, nic in ipairs(vm.nic or {}) do
-        if nic.isdefault == true then
-            return nic
-        end
-    end
-    return nil
-end
-
 local function records(vm, ctx)
-    if GONE[vm.state] then
+    if vmlib.gone(vm) then
         return {}
     end
-    local suffix = networkdomain(ctx.account) or networkdomain(ctx.domain)
-    local nic = default_nic(vm)
+    local suffix = vmlib.suffix(ctx)
+    local nic = vmlib.default_nic(vm)
     local host = dns.label(vm.name or "")
     local shown = display_label(vm.displayname)
     if shown == "" then

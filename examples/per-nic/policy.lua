@@ -13,19 +13,10 @@
 -- have no account, so theirs is the domain's). Secondary IPs are left out: they are usually
 -- floating service addresses that do not belong to one VM's name.
 
--- VMs in these states have no records; a Stopped VM keeps its names.
-local GONE = { Destroyed = true, Expunging = true, Error = true }
+local vmlib = require("cspdns.vm")
 
 -- Also name the default NIC's addresses <vm>.<suffix>, as the built-in policy does.
 local NAME_DEFAULT_NIC = true
-
-local function networkdomain(obj)
-    local nd = obj and obj.networkdomain
-    if type(nd) == "string" and nd ~= "" then
-        return nd
-    end
-    return nil
-end
 
 -- The label for a NIC's network. CloudStack network names are free text ("Backend Net",
 -- "prod_db"), so they are made into labels; a NIC without a usable name is "nic<deviceid>".
@@ -38,11 +29,11 @@ local function network_label(nic)
 end
 
 local function records(vm, ctx)
-    if GONE[vm.state] then
+    if vmlib.gone(vm) then
         return {}
     end
     local host = dns.label(vm.name or "")
-    local suffix = networkdomain(ctx.account) or networkdomain(ctx.domain)
+    local suffix = vmlib.suffix(ctx)
     if host == "" or not suffix then
         log.info("vm=%s: no usable name or no network domain, so no records", tostring(vm.id))
         return {}

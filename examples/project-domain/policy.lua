@@ -19,7 +19,7 @@
 
 local default = require("cspdns.default")
 
-local GONE = { Destroyed = true, Expunging = true, Error = true }
+local vmlib = require("cspdns.vm")
 
 -- network domains that do not name anything in your DNS; CloudStack makes one up per account
 -- from its guest.domain.suffix setting (default cloud.internal) when none is given
@@ -27,15 +27,6 @@ local GENERATED_DOMAIN = "^cs%x+cloud%.internal$"
 
 local function usable_domain(nd)
     return type(nd) == "string" and nd ~= "" and not nd:find(GENERATED_DOMAIN) and nd or nil
-end
-
-local function default_nic(vm)
-    for _, nic in ipairs(vm.nic or {}) do
-        if nic.isdefault == true then
-            return nic
-        end
-    end
-    return nil
 end
 
 -- The network domain of the project's network the NIC is on, or nil.
@@ -67,11 +58,11 @@ local function fallback_zone(vm, ctx)
 end
 
 local function project_records(vm, ctx)
-    if GONE[vm.state] then
+    if vmlib.gone(vm) then
         return {}
     end
     local host = dns.label(vm.name or "")
-    local nic = default_nic(vm)
+    local nic = vmlib.default_nic(vm)
     if host == "" or not nic then
         return {}
     end

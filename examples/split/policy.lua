@@ -1,5 +1,5 @@
--- policy.lua -- a policy split into files: the rules here, settings in site.lua, helpers in
--- naming.lua. Must not: hard-code site settings; they belong in site.lua.
+-- policy.lua -- a policy split into files: the rules here, settings in site.lua, name spelling in
+-- naming.lua, VM questions in the built-in cspdns.vm. Must not: hard-code site settings.
 --
 -- require("x") loads x.lua from this directory (only from here, text only, once per Lua state),
 -- so mount or copy the whole directory and point POLICY_FILE at this file:
@@ -17,8 +17,7 @@
 
 local site = require("site")
 local naming = require("naming")
-
-local GONE = { Destroyed = true, Expunging = true, Error = true }
+local vmlib = require("cspdns.vm")
 
 -- Settings are checked when the policy loads, so a typo in site.lua is refused at SIGHUP and
 -- the running policy stays.
@@ -39,19 +38,18 @@ local function records(vm, ctx)
     if account and site.manual_accounts[account] then
         return false
     end
-    if GONE[vm.state] then
+    if vmlib.gone(vm) then
         return {}
     end
-    local host, nic, suffix = naming.host_label(vm), naming.default_nic(vm), naming.suffix(ctx)
+    local host, nic, suffix = naming.host_label(vm), vmlib.default_nic(vm), vmlib.suffix(ctx)
     if host == "" or not nic or not suffix then
         return {}
     end
-    local site_label = site.sites[vm.zonename]
-    local fqdn = dns.fqdn(site_label and host .. "." .. site_label or host, suffix)
+    local fqdn = naming.fqdn(host, site.sites[vm.zonename], suffix)
     local ttl = account and site.ttl[account] or ctx.settings.ttl
 
     local out = {}
-    for _, a in ipairs(naming.addresses(nic)) do
+    for _, a in ipairs(vmlib.addresses(nic)) do
         out[#out + 1] = { name = fqdn, type = a.type, content = a.address, ttl = ttl }
         if site.ptr then
             out[#out + 1] = { name = dns.ptr(a.address), type = "PTR", content = fqdn, ttl = ttl }

@@ -36,23 +36,9 @@ test("naming.host_label", function()
     expect_eq(naming.host_label({}), "")
 end)
 
-test("naming.default_nic picks isdefault, not the first NIC", function()
-    expect_eq(naming.default_nic(vm("web-01")).ipaddress, "10.1.1.23")
-    expect_eq(naming.default_nic({ nic = { { isdefault = false } } }), nil)
-    expect_eq(naming.default_nic({}), nil)
-end)
-
-test("naming.suffix: account, then domain, then nothing", function()
-    expect_eq(naming.suffix({ account = ACME, domain = CUSTOMERS }), "acme.example.net")
-    expect_eq(naming.suffix({ account = BETA, domain = CUSTOMERS }), "customers.example.net")
-    expect_eq(naming.suffix({ account = { networkdomain = "" } }), nil)
-    expect_eq(naming.suffix({}), nil)
-end)
-
-test("naming.addresses skips what is not an address", function()
-    expect_eq(naming.addresses({ ipaddress = "10.1.1.23", ip6address = "2001:db8::1" }),
-        { { type = "A", address = "10.1.1.23" }, { type = "AAAA", address = "2001:db8::1" } })
-    expect_eq(naming.addresses({ ipaddress = "10.1.1.256", ip6address = "" }), {})
+test("naming.fqdn puts the site label between host and suffix", function()
+    expect_eq(naming.fqdn("web-01", "fra1", "acme.example.net"), "web-01.fra1.acme.example.net")
+    expect_eq(naming.fqdn("web-01", nil, "acme.example.net"), "web-01.acme.example.net")
 end)
 
 test("a VM in a mapped zone: <vm>.<site>.<suffix>, with the account's TTL", function()
