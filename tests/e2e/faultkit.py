@@ -677,6 +677,21 @@ class Workload:
             if pace:
                 time.sleep(pace)
 
+    def during(self, ops, pace, fault, settle=1.0, join_s=120):
+        """Runs fault() once `settle` seconds into a stream of `ops` operations (one every
+        `pace` s) and returns the daemon log written meanwhile."""
+        start = len(self.st.log_text(False))
+        stop = threading.Event()
+        t = threading.Thread(target=self.run, args=(ops, stop, pace), daemon=True)
+        t.start()
+        try:
+            time.sleep(settle)
+            fault()
+        finally:
+            t.join(join_s)
+            stop.set()
+        return self.st.log_text(False)[start:]
+
     def total(self):
         return sum(self.ops.values())
 

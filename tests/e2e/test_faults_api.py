@@ -10,7 +10,6 @@ counted. Must not: skip, or restart cs-pdns.
 """
 import os
 import sys
-import threading
 import time
 
 import faultkit as fk
@@ -39,19 +38,6 @@ def list_calls():
     calls = st.control("state?vms=0")["calls"]
     return sum(calls.get(c, 0) for c in LIST_COMMANDS)
 
-
-def streaming(ops, pace, fault, settle=1.0):
-    start = len(st.log_text(False))
-    stop = threading.Event()
-    t = threading.Thread(target=work.run, args=(ops, stop, pace), daemon=True)
-    t.start()
-    try:
-        time.sleep(settle)
-        fault()
-    finally:
-        t.join(120)
-        stop.set()
-    return st.log_text(False)[start:]
 
 
 def outage(seconds, begin, end):
@@ -114,7 +100,7 @@ def refused():
             proxy.up()
         res["s"] = time.time() - t0
 
-    text = streaming(60, 0.05, fault)
+    text = work.during(60, 0.05, fault)
     attempts = text.count("cannot talk to")
     rate = attempts / res["s"]
     verify("after connection refused", "CloudStack API refuses connections ~10 s",
@@ -133,7 +119,7 @@ def timeouts():
                                               "commands": LIST_COMMANDS}),
             lambda: st.control("faults", {"mode": "none"}))
 
-    text = streaming(40, 0.1, fault)
+    text = work.during(40, 0.1, fault)
     verify("after timeouts", "CloudStack API answers after CS_TIMEOUT (timeouts) ~12 s",
            f"{res['rate']:.1f} calls/s, backoff up to {max(fk.backoffs(text), default=0)} ms")
     # Each attempt itself takes CS_TIMEOUT here, so fewer retries fit: the cap may not be reached.
@@ -152,7 +138,7 @@ def slow():
                                              "commands": LIST_COMMANDS}),
             lambda: st.control("faults", {"mode": "none"}))
 
-    streaming(30, 0.1, fault)
+    work.during(30, 0.1, fault)
     text = st.log_text(False)[before:]
     retries = [line for line in text.splitlines() if "will retry" in line]
     eq(retries, [], "retries for answers slower than usual but within CS_TIMEOUT")
@@ -172,7 +158,7 @@ def http_5xx():
                         lambda: st.control("faults", {"mode": "none"}))
         res["rate"], res["s"] = (r1 * s1 + r2 * s2) / (s1 + s2), s1 + s2
 
-    text = streaming(60, 0.05, fault)
+    text = work.during(60, 0.05, fault)
     verify("after HTTP 5xx", "CloudStack API answers HTTP 503, then 500, ~12 s",
            f"{res['rate']:.1f} calls/s, backoff up to {max(fk.backoffs(text), default=0)} ms")
     check_waiting(text, "HTTP 503", "HTTP 5xx")
@@ -196,7 +182,7 @@ def http_401_rotation():
     def fault():
         res["rate"], res["s"] = outage(10, begin, end)
 
-    text = streaming(50, 0.05, fault)
+    text = work.during(50, 0.05, fault)
     verify("after key rotation and restore", "HTTP 401 after an API key rotation ~10 s, restored",
            f"{res['rate']:.1f} calls/s, backoff up to {max(fk.backoffs(text), default=0)} ms")
     check_waiting(text, "HTTP 401", "HTTP 401")

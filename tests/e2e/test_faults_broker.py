@@ -9,7 +9,6 @@ mock's control socket while a random workload streams. Must not: skip, or restar
 import os
 import random
 import sys
-import threading
 import time
 
 import faultkit as fk
@@ -45,17 +44,6 @@ def set_leader(p, broker):
     ctl(f"leader {st.topic} {p} {broker}")
     leaders[p] = broker
 
-
-def streaming(ops, pace, trouble):
-    stop = threading.Event()
-    t = threading.Thread(target=work.run, args=(ops, stop, pace), daemon=True)
-    t.start()
-    try:
-        time.sleep(1)
-        trouble()
-    finally:
-        t.join(180)
-        stop.set()
 
 
 def verify(what, fault, tried, note=""):
@@ -96,7 +84,7 @@ def leaders_move():
                 done["moves"] += 1
                 time.sleep(rng.uniform(0.2, 1.0))
 
-    streaming(150, 0.05, trouble)
+    work.during(150, 0.05, trouble, join_s=180)
     verify("after leader moves", "partition leaders moved mid-stream (3 brokers)", done["moves"])
 
 
@@ -115,7 +103,7 @@ def broker_down():
         for p in range(PARTITIONS):
             set_leader(p, p % 3 + 1)
 
-    streaming(150, 0.05, trouble)
+    work.during(150, 0.05, trouble, join_s=180)
     verify("after a broker went down", "a partition leader's broker down ~7 s mid-stream, "
            "leaders failed over", 1)
 
@@ -136,7 +124,7 @@ def coordinator_down():
         time.sleep(5)
         ctl("up 2")
 
-    streaming(150, 0.05, trouble)
+    work.during(150, 0.05, trouble, join_s=180)
     verify("after the coordinator moved and its broker went down",
            "group coordinator moved, then its broker down ~6 s", 1)
 

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 
 import faultkit as fk
@@ -46,20 +45,6 @@ def daemon_alive():
         f"cs-pdns exited (status {st.daemon.returncode if st.daemon else None})"
     eq(st.daemon.pid, pid["daemon"], "cs-pdns process (it must not need a restart)")
 
-
-def streaming(ops, pace, fault, settle=1.0):
-    """Runs `fault` while `ops` workload operations stream; returns the log written meanwhile."""
-    start = len(st.log_text(False))
-    stop = threading.Event()
-    t = threading.Thread(target=work.run, args=(ops, stop, pace), daemon=True)
-    t.start()
-    try:
-        time.sleep(settle)
-        fault()
-    finally:
-        t.join(120)
-        stop.set()
-    return st.log_text(False)[start:]
 
 
 def verify(what, fault, tried=1, note=""):
@@ -96,7 +81,7 @@ def db_stopped():
         private.db_start()
         down["s"] = time.time() - down["t"]
 
-    text = streaming(80, 0.05, fault)
+    text = work.during(80, 0.05, fault)
     print(f"  MariaDB down {down['s']:.1f} s")
     waits = fk.backoffs(text)
     verify("after MariaDB stopped and started", "MariaDB stopped ~10 s mid-stream",
@@ -116,7 +101,7 @@ def db_frozen():
         finally:
             os.kill(private.db_pid(), signal.SIGCONT)
 
-    streaming(60, 0.05, fault)
+    work.during(60, 0.05, fault)
     verify("after MariaDB was frozen", "MariaDB frozen (SIGSTOP) ~10 s mid-stream")
 
 
@@ -134,7 +119,7 @@ def connection_killed():
                 st.sql(f"KILL {i}")
             kills.extend(ids)
 
-    text = streaming(80, 0.03, fault, settle=0.5)
+    text = work.during(80, 0.03, fault, settle=0.5)
     assert len(kills) >= 5, f"found cs-pdns's connection only {len(kills)} times"
     assert "reconnect" in text, "no reconnect logged after KILL"
     verify("after KILL of cs-pdns's connection", "KILL of cs-pdns's MariaDB connection",
@@ -156,7 +141,7 @@ def lock_wait_timeout():
             lock.run("ROLLBACK")
 
     try:
-        streaming(40, 0.05, fault)
+        work.during(40, 0.05, fault)
     finally:
         lock.close()
     verify("after a lock-wait timeout", "lock-wait timeout on a zone row held by another client")
