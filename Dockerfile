@@ -25,10 +25,17 @@ COPY --from=build /src/build/cs-pdns /usr/local/bin/cs-pdns
 COPY lua/policy.lua /etc/cs-pdns/policy.lua
 ENV POLICY_FILE=/etc/cs-pdns/policy.lua
 USER cs-pdns
-# The image has no HTTP client, so Docker's own check runs `cs-pdns check`: the settings and the
-# (possibly mounted) policy still load, without touching Kafka, CloudStack or the database. It does
-# not prove the running process is alive; orchestrators that probe over HTTP should use
-# METRICS_ADDR's /healthz (liveness) and /readyz (readiness) instead.
-HEALTHCHECK --interval=60s --timeout=10s --retries=3 CMD ["cs-pdns", "check"]
+# Liveness without adding an HTTP client to the image: with METRICS_ADDR set, bash's /dev/tcp asks
+# /healthz, which answers 200 only while the main loop keeps ticking (a wedged process fails it);
+# without it, `cs-pdns check` at least proves the settings and the (possibly mounted) policy load.
+# A wildcard METRICS_ADDR (":9187", "0.0.0.0:9187", "[::]:9187") is probed on loopback. Every
+# failure exits 1 (Docker reserves 2).
+HEALTHCHECK --interval=30s --timeout=10s --retries=3 CMD ["/bin/bash", "-c", "\
+a=\"${METRICS_ADDR:-}\"; if [ -z \"$a\" ]; then cs-pdns check >/dev/null && exit 0; exit 1; fi; \
+p=\"${a##*:}\"; h=\"${a%:*}\"; h=\"${h#[}\"; h=\"${h%]}\"; \
+case \"$h\" in ''|0.0.0.0) h=127.0.0.1;; ::) h=::1;; esac; \
+exec 3<>\"/dev/tcp/$h/$p\" || exit 1; \
+printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3; \
+read -r -t 8 v c r <&3 && [ \"$c\" = 200 ] || exit 1"]
 ENTRYPOINT ["cs-pdns"]
 CMD ["run"]

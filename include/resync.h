@@ -87,6 +87,7 @@ enum resync_result {
 
 struct resync_stats {
     size_t vms_listed;         /* distinct VMs CloudStack listed */
+    size_t vms_in_scope;       /* of those, in this instance's partitions (all when unscoped) */
     size_t vms_failed;         /* listed or absent VMs that could not be reconciled */
     size_t vms_absent;         /* VMs owning records that the listing did not hold */
     size_t vms_gone;           /* of those, confirmed gone by CloudStack and cleared */
@@ -128,6 +129,11 @@ int resync_retry_soon(const struct resync *r);
  * deletion guard's figures and the totals, as text or JSON (documented in README, "Resync").
  * Returns 0, or -1 when memory ran out. */
 int resync_report(const struct resync *r, int json, textbuf *out);
+
+/* Pure: 1 when the resync under cfg handles vm_id (lower-case, as CloudStack writes VM ids and
+ * keys its events): always when cfg->partition_count is 0, else when kafka_partition_for_key of
+ * its bytes is one of cfg->partitions. */
+int resync_in_scope(const struct resync_config *cfg, const char *vm_id);
 
 /* Pure: 1 when removing remove of owned records is allowed under max_percent (or force). */
 int resync_guard_allows(unsigned long remove, unsigned long owned, int max_percent, int force);

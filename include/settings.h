@@ -1,5 +1,5 @@
-/* settings.h -- every setting cs-pdns reads, parsed and checked from the environment.
- * Must not: open connections or read files other than secrets; it only parses and validates. */
+/* settings.h -- every setting cs-pdns reads, from the environment and a --config file, checked.
+ * Must not: open connections or read files but the config file and secrets; it only validates. */
 #ifndef CSPDNS_SETTINGS_H
 #define CSPDNS_SETTINGS_H
 
@@ -84,6 +84,20 @@ enum {
  * defaults. A present but invalid value fails here, whatever the subcommand.
  * Returns 0, or -1 with err = one line "NAME: what is wrong (what is expected)". */
 int settings_load(struct settings *s, char *const *envp, char *err, size_t errlen);
+
+/* settings_load over the environment envp merged with the configuration file path (--config):
+ * a variable set in envp wins over the file's line for it; for the secrets, NAME in one and
+ * NAME_FILE in the other count as the same setting, so the environment's wins. path NULL: just
+ * settings_load(envp).
+ * The file: one NAME=value per line; blank lines and lines starting with '#' or ';' are
+ * comments; whitespace around the value is dropped; a value may be in '...' (verbatim) or "..."
+ * (\\, \", \$ and \` escaped); unquoted, a backslash keeps the next character. That is the
+ * part of systemd's EnvironmentFile= syntax that fits on one line, so a file read here means the
+ * same to systemd. NAME must be a cs-pdns setting (settings_docs, KAFKA_CFG_*, a secret's _FILE)
+ * set once. Errors start with "FILE:LINE: " for a line that breaks these rules, and for an
+ * invalid value that came from the file. Returns 0, or -1 with err set. */
+int settings_load_file(struct settings *s, const char *path, char *const *envp, char *err,
+                       size_t errlen);
 
 /* Checks that the settings in need are present. Returns 0, or -1 with err naming the variable. */
 int settings_check(const struct settings *s, int need, char *err, size_t errlen);

@@ -47,7 +47,7 @@ static void usage(FILE *out)
 {
     fprintf(
         out,
-        "Usage: cs-pdns <command> [options]\n"
+        "Usage: cs-pdns [--config FILE] <command> [options]\n"
         "\n"
         "Gives every CloudStack VM DNS names: consumes CloudStack's Kafka event bus, asks a\n"
         "Lua policy which A/AAAA/PTR records each VM should have, and writes exactly those into\n"
@@ -72,7 +72,13 @@ static void usage(FILE *out)
         "  version, --version       print the version\n"
         "  help, --help             print this help\n"
         "\n"
-        "Settings come from the environment:\n");
+        "Options of every command that reads settings (all but test):\n"
+        "  --config FILE            read settings from FILE too: NAME=value lines as below,\n"
+        "                           '#' comments, values optionally in '...' or \"...\" (the\n"
+        "                           one-line part of systemd's EnvironmentFile= syntax); a\n"
+        "                           variable set in the environment wins over FILE's line\n"
+        "\n"
+        "Settings come from the environment (and --config FILE):\n");
     for (const struct settings_doc *d = settings_docs; d->name; d++)
         fprintf(out, "  %-24s %s%s%s%s\n", d->name, d->meaning, *d->def ? " [" : "", d->def,
                 *d->def ? "]" : "");
@@ -82,15 +88,18 @@ static void usage(FILE *out)
                  "Exit status: 0 stopped cleanly, 1 runtime failure, 2 bad setting or policy.\n");
 }
 
-static int load_settings(struct settings *s, int need)
+static int load_settings(struct settings *s, int need, const char *config)
 {
-    char err[512];
-    if (settings_load(s, environ, err, sizeof err) != 0) {
+    char err[1024];
+    if (settings_load_file(s, config, environ, err, sizeof err) != 0) {
         fprintf(stderr, "cs-pdns: %s\n", err);
         return -1;
     }
     if (settings_check(s, need, err, sizeof err) != 0) {
-        fprintf(stderr, "cs-pdns: %s\n", err);
+        if (config)
+            fprintf(stderr, "cs-pdns: %s (in the environment or %s)\n", err, config);
+        else
+            fprintf(stderr, "cs-pdns: %s\n", err);
         settings_free(s);
         return -1;
     }
@@ -99,10 +108,11 @@ static int load_settings(struct settings *s, int need)
     return 0;
 }
 
-static int cmd_run(void)
+static int cmd_run(const char *config)
 {
     struct settings s;
-    if (load_settings(&s, SETTINGS_NEED_KAFKA | SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL))
+    if (load_settings(&s, SETTINGS_NEED_KAFKA | SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL,
+                      config))
         return PIPELINE_EXIT_CONFIG;
     install_signals();
     struct pipeline *p;
@@ -121,10 +131,11 @@ static int cmd_run(void)
     return rc;
 }
 
-static int cmd_check(void)
+static int cmd_check(const char *config)
 {
     struct settings s;
-    if (load_settings(&s, SETTINGS_NEED_KAFKA | SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL))
+    if (load_settings(&s, SETTINGS_NEED_KAFKA | SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL,
+                      config))
         return PIPELINE_EXIT_CONFIG;
     struct pipeline *p;
     char err[2048];
@@ -143,12 +154,15 @@ static int cmd_check(void)
 struct cli_opts {
     int dry_run, json, force;
     const char *event;
+    const char *config; /* --config FILE, NULL: the environment only */
 };
 
 static int parse_opts(const char *cmd, int argc, char **argv, const char *allowed,
                       struct cli_opts *o)
 {
+    const char *config = o->config;
     memset(o, 0, sizeof *o);
+    o->config = config;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         int *flag = !strcmp(a, "--dry-run") ? &o->dry_run
@@ -171,7 +185,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
 static int cmd_resync(const struct cli_opts *o)
 {
     struct settings s;
-    if (load_settings(&s, SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL))
+    if (load_settings(&s, SETTINGS_NEED_CLOUDSTACK | SETTINGS_NEED_MYSQL, o->config))
         return PIPELINE_EXIT_CONFIG;
     install_signals();
     struct pipeline *p;
@@ -238,7 +252,7 @@ static int cmd_plan(const struct cli_opts *o)
     char *event = read_event(o->event, &len);
     if (!event)
         return PIPELINE_EXIT_RUNTIME;
-    if (load_settings(&s, SETTINGS_NEED_CLOUDSTACK)) {
+    if (load_settings(&s, SETTINGS_NEED_CLOUDSTACK, o->config)) {
         free(event);
         return PIPELINE_EXIT_CONFIG;
     }
@@ -259,7 +273,7 @@ static int cmd_plan(const struct cli_opts *o)
 static int cmd_adopt(const struct cli_opts *o)
 {
     struct settings s;
-    if (load_settings(&s, SETTINGS_NEED_MYSQL))
+    if (load_settings(&s, SETTINGS_NEED_MYSQL, o->config))
         return PIPELINE_EXIT_CONFIG;
     char err[1024];
     int rc = resync_adopt_cs_mapping(&s, o->dry_run, stdout, err, sizeof err);
@@ -269,8 +283,47 @@ static int cmd_adopt(const struct cli_opts *o)
     return rc;
 }
 
+/* Takes "--config FILE" (or --config=FILE), before or after the command, out of argv, so the
+ * commands parse only their own options. Returns 0, or -1 after printing what is wrong. */
+static int take_config(int *argc, char **argv, const char **config)
+{
+    int out = 1;
+    *config = NULL;
+    for (int i = 1; i < *argc; i++) {
+        const char *path = NULL;
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= *argc || !*argv[i + 1]) {
+                fprintf(stderr, "cs-pdns: --config needs a file name (--config FILE)\n");
+                return -1;
+            }
+            path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+            if (!*path) {
+                fprintf(stderr, "cs-pdns: --config needs a file name (--config FILE)\n");
+                return -1;
+            }
+        } else {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (*config) {
+            fprintf(stderr, "cs-pdns: --config is given twice (give one file)\n");
+            return -1;
+        }
+        *config = path;
+    }
+    *argc = out;
+    argv[out] = NULL;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    const char *config = NULL;
+    /* Policy tests read no settings: their arguments are theirs alone. */
+    if (!(argc >= 2 && !strcmp(argv[1], "test")) && take_config(&argc, argv, &config) != 0)
+        return PIPELINE_EXIT_CONFIG;
     if (argc < 2) {
         usage(stderr);
         return PIPELINE_EXIT_CONFIG;
@@ -286,15 +339,17 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "run") || !strcmp(cmd, "check")) {
         if (argc > 2) {
-            fprintf(stderr, "cs-pdns: %s takes no arguments (settings come from the environment)\n",
+            fprintf(stderr,
+                    "cs-pdns: %s takes no arguments but --config FILE (settings come from the "
+                    "environment and that file)\n",
                     cmd);
             return PIPELINE_EXIT_CONFIG;
         }
-        return !strcmp(cmd, "run") ? cmd_run() : cmd_check();
+        return !strcmp(cmd, "run") ? cmd_run(config) : cmd_check(config);
     }
     if (!strcmp(cmd, "test"))
         return testrun_main(argc - 1, argv + 1);
-    struct cli_opts o;
+    struct cli_opts o = {.config = config};
     if (!strcmp(cmd, "resync"))
         return parse_opts(cmd, argc, argv, "--dry-run --json --force", &o) ? PIPELINE_EXIT_CONFIG
                                                                            : cmd_resync(&o);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafka_partition.h"
 #include "logger.h"
 #include "strmap.h"
 
@@ -246,7 +247,8 @@ struct item {
 };
 
 struct resync {
-    struct resync_config cfg;
+    struct resync_config cfg; /* cfg.partitions points at parts */
+    int32_t *parts;
     struct cloudstack *cs;
     struct pdns_store *st;
     resync_vm_fn fn;
@@ -295,6 +297,30 @@ void resync_format_duration(double seconds, char out[16])
         snprintf(out, 16, "%uh%02um", s / 3600 % 100, s % 3600 / 60 % 60);
 }
 
+int resync_in_scope(const struct resync_config *cfg, const char *vm_id)
+{
+    if (cfg->partition_count <= 0)
+        return 1;
+    int32_t p = kafka_partition_for_key(vm_id, strlen(vm_id), cfg->partition_count);
+    for (size_t i = 0; i < cfg->npartitions; i++)
+        if (cfg->partitions[i] == p)
+            return 1;
+    return 0;
+}
+
+/* "0,2,3" (or "none"): the partitions a scoped resync covers, for its log lines. */
+static void format_partitions(const struct resync_config *cfg, char *out, size_t outlen)
+{
+    size_t len = 0;
+    snprintf(out, outlen, "none");
+    for (size_t i = 0; i < cfg->npartitions && len < outlen; i++) {
+        int n = snprintf(out + len, outlen - len, "%s%d", i ? "," : "", (int)cfg->partitions[i]);
+        if (n < 0)
+            break;
+        len += (size_t)n;
+    }
+}
+
 int resync_new(const struct resync_config *cfg, struct cloudstack *cs, struct pdns_store *st,
                resync_vm_fn fn, void *ud, struct resync **out, char *err, size_t errlen)
 {
@@ -307,6 +333,21 @@ int resync_new(const struct resync_config *cfg, struct cloudstack *cs, struct pd
     r->cfg = *cfg;
     if (r->cfg.batch == 0)
         r->cfg.batch = DEFAULT_BATCH;
+    /* The caller's partition list changes on a rebalance; this resync keeps the one it began
+     * with (the caller restarts it when the assignment changes). */
+    r->cfg.partitions = NULL;
+    if (cfg->partition_count > 0 && cfg->npartitions > 0) {
+        r->parts = malloc(cfg->npartitions * sizeof *r->parts);
+        if (!r->parts) {
+            free(r);
+            snprintf(err, errlen, "resync: out of memory");
+            return -1;
+        }
+        memcpy(r->parts, cfg->partitions, cfg->npartitions * sizeof *r->parts);
+        r->cfg.partitions = r->parts;
+    } else {
+        r->cfg.npartitions = 0;
+    }
     r->cs = cs;
     r->st = st;
     r->fn = fn;
@@ -324,8 +365,18 @@ int resync_new(const struct resync_config *cfg, struct cloudstack *cs, struct pd
         return -1;
     }
     r->t0 = now_ms();
-    log_msg(LOG_LVL_INFO, LOG_MOD, "resync started%s: listing every VM, %u per page",
-            cfg->dry_run ? " (dry run: nothing is written)" : "", cfg->page_size);
+    if (r->cfg.partition_count > 0) {
+        char parts[256];
+        format_partitions(&r->cfg, parts, sizeof parts);
+        log_msg(LOG_LVL_INFO, LOG_MOD,
+                "resync started%s: listing every VM, %u per page, handling those of partitions "
+                "%s of %d",
+                cfg->dry_run ? " (dry run: nothing is written)" : "", cfg->page_size, parts,
+                (int)r->cfg.partition_count);
+    } else {
+        log_msg(LOG_LVL_INFO, LOG_MOD, "resync started%s: listing every VM, %u per page",
+                cfg->dry_run ? " (dry run: nothing is written)" : "", cfg->page_size);
+    }
     *out = r;
     return 0;
 }
@@ -337,6 +388,7 @@ void resync_free(struct resync *r)
     cloudstack_listing_free(r->listing);
     strmap_free(r->touched, NULL);
     free(r->absent);
+    free(r->parts);
     free(r->items);
     free(r->outs);
     resync_plan_free(r->plan);
@@ -511,6 +563,10 @@ static void step_page(struct resync *r)
         it->vm = r->page[r->page_pos++];
         memset(&it->r, 0, sizeof it->r);
         copy_id(it->id, json_get_str(it->vm, "id"));
+        /* Another instance of the group owns its partition, and resyncs it. */
+        if (!resync_in_scope(&r->cfg, it->id))
+            continue;
+        r->stats.vms_in_scope++;
         /* An event for it was applied after this page was read: the page is older. */
         if (strmap_get(r->touched, it->id, NULL) && read_vm(r, it, "again after its event") != 0)
             continue;
@@ -561,7 +617,15 @@ static void step_weigh(struct resync *r)
         r->phase = PH_DONE;
         return;
     }
+    /* Scoped: the guard weighs this instance's share only, as the other instances weigh theirs
+     * (else a whole instance's VMs vanishing would hide below the group-wide percentage). */
+    if (r->cfg.partition_count > 0)
+        total = 0;
     for (size_t i = 0; i < n; i++) {
+        if (!resync_in_scope(&r->cfg, own[i].vm_id))
+            continue;
+        if (r->cfg.partition_count > 0)
+            total += own[i].records;
         if (cloudstack_listing_has(r->listing, own[i].vm_id))
             continue;
         own[k++] = own[i];
@@ -616,13 +680,20 @@ static void finish(struct resync *r)
                    s->vms_failed);
     r->stats.seconds = (double)(now_ms() - r->t0) / 1000.0;
     draw_progress(r, 1);
+    char scope[320] = "";
+    if (r->cfg.partition_count > 0) {
+        char parts[256];
+        format_partitions(&r->cfg, parts, sizeof parts);
+        snprintf(scope, sizeof scope, " in_scope=%zu partitions=%s/%d", s->vms_in_scope, parts,
+                 (int)r->cfg.partition_count);
+    }
     log_msg(r->result == RESYNC_CONVERGED ? LOG_LVL_INFO : LOG_LVL_WARN, LOG_MOD,
-            "resync %s%s in %.1fs: vms=%zu pages=%u added=%u removed=%u updated=%u unchanged=%u "
-            "no_zone=%u foreign=%u failed=%zu absent=%zu gone=%zu%s%s",
+            "resync %s%s in %.1fs: vms=%zu%s pages=%u added=%u removed=%u updated=%u "
+            "unchanged=%u no_zone=%u foreign=%u failed=%zu absent=%zu gone=%zu%s%s",
             result_name(r->result), r->cfg.dry_run ? " (dry run, nothing written)" : "", s->seconds,
-            s->vms_listed, s->pages, s->records.added, s->records.removed, s->records.updated,
-            s->records.unchanged, s->records.no_zone, s->records.foreign, s->vms_failed,
-            s->vms_absent, s->vms_gone, *r->why ? ": " : "", r->why);
+            s->vms_listed, scope, s->pages, s->records.added, s->records.removed,
+            s->records.updated, s->records.unchanged, s->records.no_zone, s->records.foreign,
+            s->vms_failed, s->vms_absent, s->vms_gone, *r->why ? ": " : "", r->why);
     r->phase = PH_ENDED;
 }
 

@@ -1,5 +1,5 @@
-/* settings.c -- reads cs-pdns's settings from the environment, applies defaults, names bad values.
- * Must not: connect anywhere or read any file but the *_FILE secrets it is pointed at. */
+/* settings.c -- reads the settings from the environment and a --config file; defaults, bad values.
+ * Must not: connect anywhere or read any file but the config file and the *_FILE secrets named. */
 #include "settings.h"
 
 #include <ctype.h>
@@ -17,7 +17,8 @@
 const struct settings_doc settings_docs[] = {
     {"KAFKA_BOOTSTRAP", "(required)", "Kafka bootstrap servers, host:port[,host:port...]"},
     {"KAFKA_TOPIC", "(required)", "topic CloudStack's Kafka event bus publishes to"},
-    {"KAFKA_GROUP", "(required)", "consumer group id; instances in one group share the partitions"},
+    {"KAFKA_GROUP", "(required)",
+     "consumer group id; instances in one group share the partitions and the resyncs"},
     {"KAFKA_CFG_<PROPERTY>", "",
      "any librdkafka property, e.g. KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL"},
     {"CS_ENDPOINT", "(required)", "CloudStack API URL, e.g. https://cloud.example.com/client/api"},
@@ -382,6 +383,254 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
 fail:
     settings_free(s);
     return -1;
+}
+
+/* ---- the configuration file (--config) ---- */
+
+static const char *const secret_names[] = {"CS_API_KEY", "CS_SECRET_KEY", "MYSQL_PDNS_PASSWORD",
+                                           "PDNS_API_KEY", NULL};
+
+static int is_setting(const char *name, size_t n)
+{
+    if (n > 10 && strncmp(name, "KAFKA_CFG_", 10) == 0)
+        return 1;
+    for (const struct settings_doc *d = settings_docs; d->name; d++)
+        if (strlen(d->name) == n && strncmp(d->name, name, n) == 0)
+            return 1;
+    for (const char *const *sn = secret_names; *sn; sn++) {
+        size_t k = strlen(*sn);
+        if (n == k + 5 && strncmp(name, *sn, k) == 0 && strncmp(name + k, "_FILE", 5) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* A secret and its _FILE variant are one setting: the environment's wins over either line. */
+static int env_has_setting(char *const *envp, const char *name)
+{
+    if (env_get(envp, name))
+        return 1;
+    char other[128];
+    size_t n = strlen(name);
+    for (const char *const *sn = secret_names; *sn; sn++) {
+        size_t k = strlen(*sn);
+        if (n == k && strcmp(name, *sn) == 0)
+            snprintf(other, sizeof other, "%s_FILE", *sn);
+        else if (n == k + 5 && strncmp(name, *sn, k) == 0)
+            snprintf(other, sizeof other, "%s", *sn);
+        else
+            continue;
+        return env_get(envp, other) != NULL;
+    }
+    return 0;
+}
+
+struct file_entry {
+    char *kv; /* "NAME=value" */
+    unsigned line;
+};
+
+struct file_env {
+    struct file_entry *e;
+    size_t n;
+};
+
+static void file_env_free(struct file_env *fe)
+{
+    for (size_t i = 0; i < fe->n; i++)
+        free(fe->e[i].kv);
+    free(fe->e);
+}
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r';
+}
+
+/* The value after '=' (with line's trailing newline removed) into out, which holds strlen(v) + 1.
+ * Returns NULL, or what is wrong with it. */
+static const char *parse_value(const char *v, char *out)
+{
+    size_t o = 0;
+    while (is_blank(*v))
+        v++;
+    if (*v == '\'' || *v == '"') {
+        char q = *v++;
+        for (; *v && *v != q; v++) {
+            if (q == '"' && *v == '\\' && v[1] && strchr("\\\"$`", v[1]))
+                v++;
+            else if (q == '"' && *v == '\\' && !v[1])
+                break;
+            out[o++] = *v;
+        }
+        if (*v != q)
+            return "the quoted value does not end on its line (a value must fit on one line)";
+        for (v++; *v; v++)
+            if (!is_blank(*v))
+                return "text after the closing quote (put the whole value inside the quotes)";
+        out[o] = '\0';
+        return NULL;
+    }
+    size_t last = 0; /* length up to the last character that is not trailing whitespace */
+    for (; *v; v++) {
+        if (*v == '\\') {
+            if (!*++v)
+                return "a backslash at the end of the line (continued lines are not supported)";
+            out[o++] = *v;
+            last = o;
+            continue;
+        }
+        out[o++] = *v;
+        if (!is_blank(*v))
+            last = o;
+    }
+    out[last] = '\0';
+    return NULL;
+}
+
+/* One line of the file: a comment, or NAME=value added to fe. Returns 0, or -1 with why set. */
+static int parse_line(struct file_env *fe, char *line, unsigned lineno, char *why, size_t whylen)
+{
+    size_t len = strlen(line);
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        line[--len] = '\0';
+    char *p = line;
+    while (is_blank(*p))
+        p++;
+    if (!*p || *p == '#' || *p == ';')
+        return 0;
+    char *eq = strchr(p, '=');
+    if (!eq) {
+        snprintf(why, whylen, "\"%.40s\" is not NAME=value", p);
+        return -1;
+    }
+    size_t n = (size_t)(eq - p);
+    while (n > 0 && is_blank(p[n - 1]))
+        n--;
+    int valid = n > 0 && (isalpha((unsigned char)p[0]) || p[0] == '_');
+    for (size_t i = 0; i < n && valid; i++)
+        valid = isalnum((unsigned char)p[i]) || p[i] == '_';
+    if (!valid) {
+        snprintf(why, whylen,
+                 "\"%.*s\" is not a variable name (letters, digits and '_'; no \"export\")",
+                 (int)(n > 40 ? 40 : n), p);
+        return -1;
+    }
+    if (!is_setting(p, n)) {
+        snprintf(why, whylen, "%.*s is not a cs-pdns setting (see cs-pdns --help)", (int)n, p);
+        return -1;
+    }
+    for (size_t i = 0; i < fe->n; i++)
+        if (strncmp(fe->e[i].kv, p, n) == 0 && fe->e[i].kv[n] == '=') {
+            snprintf(why, whylen, "%.*s is already set on line %u", (int)n, p, fe->e[i].line);
+            return -1;
+        }
+    struct file_entry *e = realloc(fe->e, (fe->n + 1) * sizeof *e);
+    char *kv = malloc(n + 1 + strlen(eq + 1) + 1);
+    if (e)
+        fe->e = e;
+    if (!e || !kv) {
+        free(kv);
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    memcpy(kv, p, n);
+    kv[n] = '=';
+    const char *bad = parse_value(eq + 1, kv + n + 1);
+    if (bad) {
+        free(kv);
+        snprintf(why, whylen, "%.*s: %s", (int)n, p, bad);
+        return -1;
+    }
+    fe->e[fe->n].kv = kv;
+    fe->e[fe->n].line = lineno;
+    fe->n++;
+    return 0;
+}
+
+static int read_file_env(const char *path, struct file_env *fe, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read the configuration file: %s", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL, why[300];
+    size_t cap = 0;
+    unsigned lineno = 0;
+    int rc = 0;
+    ssize_t got;
+    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if ((size_t)got != strlen(line)) {
+            snprintf(err, errlen, "%s:%u: a NUL byte (is this a text file?)", path, lineno);
+            rc = -1;
+        } else if (parse_line(fe, line, lineno, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%s:%u: %s", path, lineno, why);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        snprintf(err, errlen, "%s: cannot read the configuration file: %s", path, strerror(errno));
+        rc = -1;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+int settings_load_file(struct settings *s, const char *path, char *const *envp, char *err,
+                       size_t errlen)
+{
+    if (!path)
+        return settings_load(s, envp, err, errlen);
+    memset(s, 0, sizeof *s);
+    struct file_env fe = {0};
+    if (read_file_env(path, &fe, err, errlen) != 0) {
+        file_env_free(&fe);
+        return -1;
+    }
+    size_t nenv = 0;
+    while (envp && envp[nenv])
+        nenv++;
+    /* The environment's entries are borrowed, the file's owned by fe. */
+    char **merged = calloc(nenv + fe.n + 1, sizeof *merged);
+    if (!merged) {
+        file_env_free(&fe);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < nenv; i++)
+        merged[m++] = envp[i];
+    for (size_t i = 0; i < fe.n; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(strchr(fe.e[i].kv, '=') - fe.e[i].kv),
+                 fe.e[i].kv);
+        if (!env_has_setting(envp, name))
+            merged[m++] = fe.e[i].kv;
+    }
+    int rc = settings_load(s, merged, err, errlen);
+    if (rc != 0) {
+        /* The message starts with the variable at fault: point at its line when the file set
+         * it, since the file is where the operator will look. */
+        size_t n = strcspn(err, ": ");
+        for (size_t i = 0; i < fe.n; i++) {
+            const char *kv = fe.e[i].kv;
+            int used = 0;
+            for (size_t j = nenv; j < m && !used; j++)
+                used = merged[j] == kv;
+            if (used && n > 0 && strncmp(kv, err, n) == 0 && kv[n] == '=') {
+                char msg[1024];
+                snprintf(msg, sizeof msg, "%s:%u: %s", path, fe.e[i].line, err);
+                snprintf(err, errlen, "%s", msg);
+                break;
+            }
+        }
+    }
+    free(merged);
+    file_env_free(&fe);
+    return rc;
 }
 
 int settings_check(const struct settings *s, int need, char *err, size_t errlen)

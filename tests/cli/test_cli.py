@@ -115,5 +115,70 @@ r = run(["check"], GOOD)
 check("check accepts good settings and the built-in policy", r.returncode == 0,
       r.stdout + r.stderr)
 
+# --config FILE: the environment's keys in a file; the environment wins; errors name file:line.
+with tempfile.TemporaryDirectory() as d:
+    conf = os.path.join(d, "cs-pdns.conf")
+    with open(conf, "w") as f:
+        f.write("# settings for the CLI test\n\n")
+        for k, v in GOOD.items():
+            f.write(f"{k}='{v}'\n")
+        f.write("LOG_FORMAT=json\n")
+    r = run(["check", "--config", conf], {})
+    check("check --config FILE takes every setting from the file", r.returncode == 0
+          and r.stderr.lstrip().startswith("{"), r.stdout + r.stderr)
+    r = run([f"--config={conf}", "check"], {})
+    check("--config=FILE may come before the command", r.returncode == 0, r.stderr)
+    r = run(["check", "--config", conf], {"LOG_FORMAT": "logfmt"})
+    check("the environment wins over the file", r.returncode == 0 and "level=info" in r.stderr
+          and not r.stderr.lstrip().startswith("{"), r.stderr)
+    expect_config_error("a bad value in the environment is named without the file",
+                        {"DNS_RECORD_TTL": "0"}, "DNS_RECORD_TTL:",
+                        args=("check", "--config", conf))
+    r = run(["check", "--config", conf], {"DNS_RECORD_TTL": "0"})
+    check("... and the file is not blamed for it", conf not in r.stderr, r.stderr)
+
+    bad = os.path.join(d, "bad.conf")
+    with open(bad, "w") as f:
+        f.write("# line 1\nKAFKA_TOPIC=cloudstack\nthis is not a setting\n")
+    expect_config_error("a line that is not NAME=value is named by file:line", {}, f"{bad}:3:",
+                        args=("check", "--config", bad))
+    with open(bad, "w") as f:
+        f.write("KAFKA_TOPIC=cloudstack\nDNS_RECORD_TTL=sixty\n")
+    for cmd in (["check"], ["run"], ["resync", "--dry-run"], ["plan", "--event", "-"],
+                ["adopt-cs-mapping"]):
+        expect_config_error(f"{cmd[0]} --config: a bad value from the file is named by file:line",
+                            GOOD, f"{bad}:2: DNS_RECORD_TTL", args=cmd + ["--config", bad])
+    with open(bad, "w") as f:
+        f.write("KAFKA_BOOTSTRAPS=127.0.0.1:1\n")
+    expect_config_error("a misspelt setting in the file is refused", GOOD,
+                        f"{bad}:1: KAFKA_BOOTSTRAPS is not a cs-pdns setting",
+                        args=("check", "--config", bad))
+    expect_config_error("a missing config file is named", GOOD, os.path.join(d, "nope.conf"),
+                        args=("check", "--config", os.path.join(d, "nope.conf")))
+    expect_config_error("--config without a file", GOOD, "--config", args=("check", "--config"))
+    expect_config_error("--config twice", GOOD, "twice",
+                        args=("check", "--config", conf, "--config", conf))
+    partial = os.path.join(d, "partial.conf")
+    with open(partial, "w") as f:
+        f.write("KAFKA_TOPIC=cloudstack\n")
+    expect_config_error("a setting in neither is named with the file", {}, partial,
+                        args=("check", "--config", partial))
+
+    secret = os.path.join(d, "secret")
+    with open(secret, "w") as f:
+        f.write("from-a-file\n")
+    with open(conf, "a") as f:
+        f.write(f"MYSQL_PDNS_PASSWORD_FILE={secret}\n")
+    r = run(["check", "--config", conf], {})
+    check("a *_FILE secret works from the config file", r.returncode == 0, r.stderr)
+    with open(conf, "a") as f:
+        f.write(f"CS_API_KEY_FILE={secret}\n")
+    expect_config_error("a secret and its _FILE both in the file are refused", {},
+                        f"{conf}:7: CS_API_KEY: set only one", args=("check", "--config", conf))
+    r = run(["check", "--config", conf], {"CS_API_KEY_FILE": os.path.join(d, "missing")})
+    check("the environment's NAME_FILE wins over the file's NAME and NAME_FILE",
+          r.returncode == 2 and "CS_API_KEY_FILE: cannot read" in r.stderr
+          and conf not in r.stderr, r.stderr)
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

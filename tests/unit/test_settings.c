@@ -1,5 +1,5 @@
-/* test_settings.c -- settings from an environment: defaults, parsing, and errors naming variables.
- * Must not: read the real environment; every case passes its own envp. */
+/* test_settings.c -- settings from an environment and a --config file: defaults, parsing, errors.
+ * Must not: read the real environment; every case passes its own envp (and its own temp file). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +143,143 @@ static void test_secret_file(void)
     unlink(path);
 }
 
+/* Writes text to a new temporary file; path receives its name (caller unlinks). */
+static void write_conf(char path[64], const char *text)
+{
+    snprintf(path, 64, "/tmp/cspdns-conf-XXXXXX");
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+}
+
+static void test_config_file(void)
+{
+    char secret[] = "/tmp/cspdns-secret-XXXXXX";
+    int fd = mkstemp(secret);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "from-file\n", 10) == 10);
+    close(fd);
+    char text[1024], path[64];
+    snprintf(text, sizeof text,
+             "# cs-pdns settings\n"
+             "\n"
+             "   ; a systemd-style comment\n"
+             "KAFKA_BOOTSTRAP=k1:9092,k2:9092\n"
+             "  KAFKA_TOPIC = cloudstack  \n"
+             "KAFKA_GROUP='a group # not a comment'\n"
+             "CS_ENDPOINT=\"https://cloud.example.com/client/api\"\n"
+             "MYSQL_PDNS_USER=\"quote\\\"d \\\\ \\$x \\n\"\n"
+             "MYSQL_PDNS_NAME=pdns\\ db\\\\x\r\n"
+             "MYSQL_PDNS_HOST=db#1 it's\n"
+             "KAFKA_CFG_SESSION_TIMEOUT_MS=6000\n"
+             "DNS_RECORD_TTL=120\n"
+             "CS_SECRET_KEY_FILE=%s\n"
+             "CS_API_KEY=file-key\n",
+             secret);
+    write_conf(path, text);
+    char *env[] = {"DNS_RECORD_TTL=300", "CS_API_KEY_FILE=/nonexistent/ignored-too", NULL};
+    char *env_key[] = {"CS_API_KEY=env-key", "CS_SECRET_KEY=env-secret", NULL};
+    struct settings s;
+    char err[512] = "";
+    CHECK_INT(settings_load_file(&s, path, env_key, err, sizeof err), 0);
+    CHECK_STR(s.kafka_bootstrap, "k1:9092,k2:9092");
+    CHECK_STR(s.kafka_topic, "cloudstack");
+    CHECK_STR(s.kafka_group, "a group # not a comment");
+    CHECK_STR(s.cs_endpoint, "https://cloud.example.com/client/api");
+    CHECK_STR(s.mysql_user, "quote\"d \\ $x \\n"); /* \n is not an escape in "..." */
+    CHECK_STR(s.mysql_name, "pdns db\\x");
+    CHECK_STR(s.mysql_host, "db#1 it's");
+    CHECK_INT(s.kafka_cfg_n, 1);
+    CHECK_STR(s.kafka_cfg[0].key, "session.timeout.ms");
+    CHECK_INT(s.dns_ttl, 120);
+    /* The environment wins, and a secret in it beats the file's NAME_FILE for it too. */
+    CHECK_STR(s.cs_api_key, "env-key");
+    CHECK_STR(s.cs_secret_key, "env-secret");
+    settings_free(&s);
+
+    /* The file's *_FILE secret is read; the environment's value beats the file's line. The
+     * environment's CS_API_KEY_FILE (unreadable) wins over the file's CS_API_KEY: it fails. */
+    CHECK_INT(settings_load_file(&s, path, env, err, sizeof err), -1);
+    CHECK_STR(err, "CS_API_KEY_FILE: cannot read /nonexistent/ignored-too: No such file or "
+                   "directory");
+    char *env_ttl[] = {"DNS_RECORD_TTL=300", NULL};
+    CHECK_INT(settings_load_file(&s, path, env_ttl, err, sizeof err), 0);
+    CHECK_INT(s.dns_ttl, 300);
+    CHECK_STR(s.cs_secret_key, "from-file");
+    CHECK_STR(s.cs_api_key, "file-key");
+    settings_free(&s);
+
+    /* No file: the environment alone. */
+    CHECK_INT(settings_load_file(&s, NULL, env_ttl, err, sizeof err), 0);
+    CHECK_INT(s.dns_ttl, 300);
+    CHECK(s.kafka_topic == NULL);
+    settings_free(&s);
+    unlink(path);
+    unlink(secret);
+}
+
+/* text as a config file must fail with err == "<path>:" + want. */
+static void expect_file_error(const char *text, char **env, const char *want)
+{
+    char path[64], full[512], err[512] = "";
+    struct settings s;
+    write_conf(path, text);
+    snprintf(full, sizeof full, "%s:%s", path, want);
+    CHECK_INT(settings_load_file(&s, path, env, err, sizeof err), -1);
+    CHECK_STR(err, full);
+    unlink(path);
+}
+
+static void test_config_file_errors(void)
+{
+    char *none[] = {NULL};
+    expect_file_error("# ok\nKAFKA_TOPIC=t\njust words\n", none,
+                      "3: \"just words\" is not NAME=value");
+    expect_file_error("export KAFKA_TOPIC=t\n", none,
+                      "1: \"export KAFKA_TOPIC\" is not a variable name (letters, digits and '_'; "
+                      "no \"export\")");
+    expect_file_error("=x\n", none,
+                      "1: \"\" is not a variable name (letters, digits and '_'; no \"export\")");
+    expect_file_error("KAFKA_BOOTSTRAPS=k:9092\n", none,
+                      "1: KAFKA_BOOTSTRAPS is not a cs-pdns setting (see cs-pdns --help)");
+    expect_file_error("POLICY_FILE_FILE=/x\n", none,
+                      "1: POLICY_FILE_FILE is not a cs-pdns setting (see cs-pdns --help)");
+    expect_file_error("KAFKA_TOPIC=a\n\nKAFKA_TOPIC=b\n", none,
+                      "3: KAFKA_TOPIC is already set on line 1");
+    expect_file_error("KAFKA_GROUP=\"open\n", none,
+                      "1: KAFKA_GROUP: the quoted value does not end on its line (a value must fit "
+                      "on one line)");
+    expect_file_error("KAFKA_GROUP='a'b\n", none,
+                      "1: KAFKA_GROUP: text after the closing quote (put the whole value inside "
+                      "the quotes)");
+    expect_file_error("KAFKA_GROUP=a\\\nb\n", none,
+                      "1: KAFKA_GROUP: a backslash at the end of the line (continued lines are "
+                      "not supported)");
+    /* A bad value is traced to the file's line when the file set it... */
+    expect_file_error("# x\nDNS_RECORD_TTL=0\n", none,
+                      "2: DNS_RECORD_TTL: \"0\" is not a whole number from 1 to 604800");
+    expect_file_error("KAFKA_GROUP=\"\"\n", none,
+                      "1: KAFKA_GROUP: is set but empty (unset it or give a value)");
+    expect_file_error("CS_SECRET_KEY_FILE=/nonexistent/s\n", none,
+                      "1: CS_SECRET_KEY_FILE: cannot read /nonexistent/s: No such file or "
+                      "directory");
+
+    /* ...and not when the environment's value won. */
+    char path[64], err[512] = "";
+    struct settings s;
+    write_conf(path, "DNS_RECORD_TTL=60\n");
+    char *env[] = {"DNS_RECORD_TTL=0", NULL};
+    CHECK_INT(settings_load_file(&s, path, env, err, sizeof err), -1);
+    CHECK_STR(err, "DNS_RECORD_TTL: \"0\" is not a whole number from 1 to 604800");
+    unlink(path);
+    CHECK_INT(settings_load_file(&s, path, none, err, sizeof err), -1);
+    char want[256];
+    snprintf(want, sizeof want, "%s: cannot read the configuration file: No such file or directory",
+             path);
+    CHECK_STR(err, want);
+}
+
 int main(void)
 {
     test_defaults();
@@ -150,5 +287,7 @@ int main(void)
     test_errors();
     test_resync_values();
     test_secret_file();
+    test_config_file();
+    test_config_file_errors();
     return unit_done("settings");
 }
