@@ -285,7 +285,8 @@ def big_message():
 def bad_messages():
     items = corpus()
     items_total = len(items) + 1  # and the 16 MB message
-    before_rows = st.sql1("SELECT COUNT(*) FROM records")
+    # Empty non-terminals (type NULL) are PowerDNS bookkeeping the store keeps; records only.
+    before_rows = st.sql1("SELECT COUNT(*) FROM records WHERE type IS NOT NULL")
     for i, (label, payload) in enumerate(items):
         p = i % PARTITIONS
         key = f"bad-{i:03d}"
@@ -324,7 +325,8 @@ def bad_messages():
     vms = [vm for vm in state["vms"] if vm["id"] in good_vms] + [
         vm for vm in event_vms if fk.owner_refs_usable(vm)]
     want, _ = fk.expected_state({"vms": vms}, w.setup_body(), TTL, None, zones)
-    eq(int(st.sql1("SELECT COUNT(*) FROM records")) - int(before_rows), len(want),
+    eq(int(st.sql1("SELECT COUNT(*) FROM records WHERE type IS NOT NULL")) - int(before_rows),
+       len(want),
        "rows written (only the good events' records)")
     fk.verify_exact(st, {"vms": vms}, w.setup_body(), zones, TTL,
                     vm_ids={vm["id"] for vm in vms}).assert_ok("after the corpus")
