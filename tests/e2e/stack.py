@@ -6,7 +6,7 @@ mock cluster behind tests/tools/kafka_mock.c), all on 127.0.0.1 at free ports, u
 directory. Must not: touch the machine's own MariaDB or PowerDNS configuration.
 
   stack.py up   --state FILE --kafka-mock PATH [--brokers N] [--pdns-caches]
-  stack.py down --state FILE
+  stack.py down --state FILE      (also stops pdns_servers that pdns_extra.py left running)
   stack.py env  --state FILE      (shell exports for cs-pdns and the tools)
   stack.py exec --state FILE -- COMMAND...   (runs COMMAND with those variables set)
   stack.py db-stop|db-start --state FILE   (stops MariaDB of a running stack / starts it again on
@@ -173,17 +173,13 @@ def kafka_control(state, command, timeout=30):
     return text[2:].strip()
 
 
-def start_pdns(state, caches=False):
-    d = state["dir"]
-    conf_dir = os.path.join(d, "pdns")
-    run_dir = os.path.join(d, "pdns-run")
-    os.makedirs(conf_dir)
-    os.makedirs(run_dir)
-    port, api_port = free_udp_tcp_port(), free_port()
-    m = state["mysql"]
+def pdns_settings(mysql, port, api_port, db=None, caches=False):
+    """pdns.conf settings for a pdns_server on 127.0.0.1:port over the stack's MariaDB (database
+    db, default the stack's), API on api_port with key "testkey"."""
     settings = {
-        "launch": "gmysql", "gmysql-host": m["host"], "gmysql-port": m["port"],
-        "gmysql-user": m["user"], "gmysql-password": m["password"], "gmysql-dbname": m["db"],
+        "launch": "gmysql", "gmysql-host": mysql["host"], "gmysql-port": mysql["port"],
+        "gmysql-user": mysql["user"], "gmysql-password": mysql["password"],
+        "gmysql-dbname": db or mysql["db"],
         "gmysql-dnssec": "yes", "local-address": "127.0.0.1", "local-port": port,
         "guardian": "no", "daemon": "no", "disable-syslog": "yes", "write-pid": "no",
         "security-poll-suffix": "", "webserver": "yes", "webserver-address": "127.0.0.1",
@@ -194,17 +190,40 @@ def start_pdns(state, caches=False):
         # Tests read their writes at once: no packet, query or negative cache, no zone cache.
         settings.update({"cache-ttl": 0, "negquery-cache-ttl": 0, "query-cache-ttl": 0,
                          "zone-cache-refresh-interval": 0})
+    return settings
+
+
+def run_pdns(conf_dir, run_dir, settings, log):
+    """Writes conf_dir/pdns.conf from settings, starts pdns_server on it and waits until it
+    answers DNS; returns the process (stopped again if it never answers)."""
+    os.makedirs(conf_dir, exist_ok=True)
+    os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(conf_dir, "pdns.conf"), "w") as f:
         for k, v in settings.items():
             f.write(f"{k}={v}\n")
-    log = os.path.join(d, "pdns.log")
     proc = spawn(["pdns_server", f"--config-dir={conf_dir}", f"--socket-dir={run_dir}"], log)
-    state["pids"]["pdns"] = proc.pid
+    port = settings["local-port"]
+    try:
+        wait_for("PowerDNS", lambda: subprocess.run(
+            ["dig", "+short", "+time=1", "+tries=1", "@127.0.0.1", "-p", str(port), "id.server",
+             "CH", "TXT"], capture_output=True).returncode == 0, 30, proc, log)
+    except RuntimeError:
+        stop_pid(proc.pid)
+        raise
+    return proc
+
+
+def start_pdns(state, caches=False):
+    d = state["dir"]
+    conf_dir = os.path.join(d, "pdns")
+    run_dir = os.path.join(d, "pdns-run")
+    port, api_port = free_udp_tcp_port(), free_port()
+    settings = pdns_settings(state["mysql"], port, api_port, caches=caches)
+    log = os.path.join(d, "pdns.log")
     state["dns"] = {"host": "127.0.0.1", "port": port, "api_port": api_port, "api_key": "testkey",
                     "config_dir": conf_dir, "socket_dir": run_dir}
-    wait_for("PowerDNS", lambda: subprocess.run(
-        ["dig", "+short", "+time=1", "+tries=1", "@127.0.0.1", "-p", str(port), "id.server",
-         "CH", "TXT"], capture_output=True).returncode == 0, 30, proc, log)
+    proc = run_pdns(conf_dir, run_dir, settings, log)
+    state["pids"]["pdns"] = proc.pid
 
 
 def start_kafka(state, kafka_mock, brokers):
@@ -246,7 +265,27 @@ def stop_pid(pid, timeout=30):
     os.kill(pid, signal.SIGKILL)
 
 
+def leftover_pids(state):
+    """pdns_server processes a test started under the stack's directory (pdns_extra.py) and left
+    running, e.g. because the test was killed."""
+    prefix = f"--config-dir={state['dir']}/"
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a.startswith(prefix) for a in argv) and int(entry) != state["pids"].get("pdns"):
+            pids.append(int(entry))
+    return pids
+
+
 def down_state(state):
+    for pid in leftover_pids(state):
+        stop_pid(pid)
     for name in ("kafka", "pdns", "mariadb"):
         stop_pid(state["pids"].get(name))
     shutil.rmtree(state["dir"], ignore_errors=True)
@@ -275,15 +314,17 @@ def env(args):
 
 
 def exec_with_env(args):
-    """Runs a command with the stack's coordinates in its environment (MYSQL_PDNS_*, KAFKA_BOOTSTRAP,
-    DNS_PORT), for test programs that are not Python."""
+    """Runs a command with the stack's coordinates in its environment (MYSQL_PDNS_*,
+    KAFKA_BOOTSTRAP, DNS_PORT, DNS_API_PORT, DNS_API_KEY), for test programs that are not
+    Python."""
     with open(args.state) as f:
         s = json.load(f)
     m = s["mysql"]
     env = dict(os.environ, KAFKA_BOOTSTRAP=s["kafka"]["bootstrap"], MYSQL_PDNS_HOST=m["host"],
                MYSQL_PDNS_PORT=str(m["port"]), MYSQL_PDNS_NAME=m["db"], MYSQL_PDNS_USER=m["user"],
                MYSQL_PDNS_PASSWORD=m["password"], MYSQL_SOCKET=m["socket"],
-               DNS_PORT=str(s["dns"]["port"]), CSPDNS_STACK_STATE=os.path.abspath(args.state))
+               DNS_PORT=str(s["dns"]["port"]), DNS_API_PORT=str(s["dns"]["api_port"]),
+               DNS_API_KEY=s["dns"]["api_key"], CSPDNS_STACK_STATE=os.path.abspath(args.state))
     if not args.argv:
         sys.exit("exec needs a command after --")
     os.execvpe(args.argv[0], args.argv, env)
