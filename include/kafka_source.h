@@ -1,4 +1,4 @@
-/* kafka_source.h -- consumes the CloudStack topic in a consumer group, one message at a time.
+/* kafka_source.h -- consumes the CloudStack topic in a consumer group, message by message.
  * Must not: interpret messages; it hands out bytes with their position and tracks offsets. */
 #ifndef CSPDNS_KAFKA_SOURCE_H
 #define CSPDNS_KAFKA_SOURCE_H
@@ -52,8 +52,8 @@ void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m);
 
 /* The partitions of the topic currently assigned to this instance, sorted, in parts[0..*n)
  * (at most max), and how many partitions the topic has in *partition_count (0 while unknown).
- * *generation changes whenever the assignment does (rebalance). Returns 0, or -1 when the
- * topic's metadata cannot be read now (err says why). */
+ * *generation changes whenever the assignment does (rebalance); it is filled even on failure.
+ * Returns 0, or -1 when the topic's metadata cannot be read now (err says why). */
 int kafka_source_partitions(struct kafka_source *ks, int32_t *parts, size_t max, size_t *n,
                             int32_t *partition_count, unsigned *generation, char *err,
                             size_t errlen);

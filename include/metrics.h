@@ -23,10 +23,14 @@ typedef enum {
                                          error|invalid|instructions|timeout|memory */
     METRIC_CLOUDSTACK_REQUESTS_TOTAL, /* cspdns_cloudstack_requests_total{command,status}:
                                          status is the HTTP status, or "error" without one */
+    METRIC_PDNS_CACHE_PURGES_TOTAL,   /* cspdns_pdns_cache_purges_total{outcome}: names whose
+                                         PowerDNS cache purge after a commit ok|failed */
     METRIC_SERIES_DROPPED_TOTAL,      /* cspdns_metrics_series_dropped_total: label sets refused
                                          because a metric already had METRICS_MAX_SERIES */
     /* Histograms (metrics_observe, in seconds). */
     METRIC_CLOUDSTACK_REQUEST_DURATION, /* cspdns_cloudstack_request_duration_seconds{command} */
+    METRIC_BATCH_VMS,                   /* cspdns_batch_vms: VMs written per event batch (one
+                                           transaction; not seconds) */
     METRIC_DB_TRANSACTION_DURATION,     /* cspdns_db_transaction_duration_seconds: begin to
                                            commit or rollback of one store transaction */
     /* Gauges (metrics_set, metrics_add with any sign). */

@@ -26,7 +26,11 @@ struct kafka_source {
     struct rewind *rewinds;
     size_t nrewinds;
     int assigned;
-    metrics *metrics; /* consumer lag from librdkafka's statistics; NULL: not collected */
+    char *topic;             /* KAFKA_TOPIC, for the partition count in its metadata */
+    unsigned generation;     /* bumped by every assignment change */
+    unsigned count_gen;      /* the generation partition_count was read in */
+    int32_t partition_count; /* 0 until read */
+    metrics *metrics;        /* consumer lag from librdkafka's statistics; NULL: not collected */
 };
 
 static long long now_ms(void)
@@ -87,6 +91,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct kafka_source *ks = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    /* Work scoped to the old assignment (a scale-out resync) must notice and start over. */
+    ks->generation++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_msg(LOG_LVL_INFO, "kafka", "assigned %d partition(s)", parts->cnt);
         if (cooperative) {
@@ -187,6 +193,12 @@ int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source *
         return -1;
     }
     ks->metrics = m;
+    ks->topic = strdup(s->kafka_topic);
+    if (!ks->topic) {
+        snprintf(err, errlen, "out of memory");
+        free(ks);
+        return -1;
+    }
     rd_kafka_conf_t *conf = build_conf(s, m != NULL, err, errlen);
     if (!conf)
         goto fail;
@@ -213,6 +225,7 @@ int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source *
 fail:
     if (ks->rk)
         rd_kafka_destroy(ks->rk);
+    free(ks->topic);
     free(ks);
     return -1;
 }
@@ -347,6 +360,84 @@ void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backof
     m->handle = NULL;
 }
 
+void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m)
+{
+    (void)ks;
+    rd_kafka_message_destroy(m->handle);
+    m->handle = NULL;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The topic's partition count, read from the brokers once per assignment generation: Kafka
+ * rebalances the group when partitions are added, so a count read in this generation holds. */
+static int read_partition_count(struct kafka_source *ks, char *err, size_t errlen)
+{
+    if (ks->partition_count > 0 && ks->count_gen == ks->generation)
+        return 0;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(ks->rk, ks->topic, NULL);
+    if (!t) {
+        snprintf(err, errlen, "KAFKA_TOPIC %s: %s", ks->topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(ks->rk, 0, t, &md, 2000);
+    rd_kafka_topic_destroy(t);
+    if (e) {
+        snprintf(err, errlen, "cannot read the metadata of topic %s from KAFKA_BOOTSTRAP: %s",
+                 ks->topic, rd_kafka_err2str(e));
+        return -1;
+    }
+    int rc = -1;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, ks->topic) != 0)
+            continue;
+        if (md->topics[i].err) {
+            snprintf(err, errlen, "topic %s: %s", ks->topic, rd_kafka_err2str(md->topics[i].err));
+        } else if (md->topics[i].partition_cnt > 0) {
+            ks->partition_count = md->topics[i].partition_cnt;
+            rc = 0;
+        } else {
+            snprintf(err, errlen, "topic %s has no partitions yet", ks->topic);
+        }
+    }
+    if (md->topic_cnt == 0)
+        snprintf(err, errlen, "the brokers did not describe topic %s", ks->topic);
+    rd_kafka_metadata_destroy(md);
+    if (rc == 0)
+        ks->count_gen = ks->generation;
+    return rc;
+}
+
+int kafka_source_partitions(struct kafka_source *ks, int32_t *parts, size_t max, size_t *n,
+                            int32_t *partition_count, unsigned *generation, char *err,
+                            size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    *n = 0;
+    *partition_count = 0;
+    *generation = ks->generation;
+    rd_kafka_resp_err_t e = rd_kafka_assignment(ks->rk, &l);
+    if (e) {
+        snprintf(err, errlen, "cannot read the partition assignment: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    for (int i = 0; i < l->cnt && *n < max; i++)
+        if (strcmp(l->elems[i].topic, ks->topic) == 0)
+            parts[(*n)++] = l->elems[i].partition;
+    rd_kafka_topic_partition_list_destroy(l);
+    qsort(parts, *n, sizeof *parts, cmp_i32);
+    if (read_partition_count(ks, err, errlen) != 0)
+        return -1;
+    *partition_count = ks->partition_count;
+    return 0;
+}
+
 int kafka_source_assigned(const struct kafka_source *ks)
 {
     return ks->assigned;
@@ -365,5 +456,6 @@ void kafka_source_close(struct kafka_source *ks)
     rd_kafka_destroy(ks->rk);
     forget_rewinds(ks, NULL);
     free(ks->rewinds);
+    free(ks->topic);
     free(ks);
 }

@@ -31,6 +31,7 @@ struct family_def {
 /* CloudStack calls are bounded by CS_TIMEOUT (10 s by default) and retried; a database
  * transaction of one VM normally takes milliseconds, so its buckets start lower. */
 static const double cs_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+static const double batch_bounds[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500};
 static const double db_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                    0.25,  0.5,    1,     2.5,  5,     10};
 #define BOUNDS(b) .bounds = (b), .nbounds = sizeof(b) / sizeof((b)[0])
@@ -61,6 +62,12 @@ static const struct family_def defs[METRIC_COUNT] = {
                                           .kind = KIND_COUNTER,
                                           .nlabels = 2,
                                           .labels = {"command", "status"}},
+    [METRIC_PDNS_CACHE_PURGES_TOTAL] = {.name = "cspdns_pdns_cache_purges_total",
+                                        .help = "Names purged from PowerDNS's caches after a "
+                                                "commit, by outcome.",
+                                        .kind = KIND_COUNTER,
+                                        .nlabels = 1,
+                                        .labels = {"outcome"}},
     [METRIC_SERIES_DROPPED_TOTAL] = {.name = "cspdns_metrics_series_dropped_total",
                                      .help = "Label sets not recorded: a metric had too many.",
                                      .kind = KIND_COUNTER},
@@ -70,6 +77,10 @@ static const struct family_def defs[METRIC_COUNT] = {
                                             .nlabels = 1,
                                             .labels = {"command"},
                                             BOUNDS(cs_bounds)},
+    [METRIC_BATCH_VMS] = {.name = "cspdns_batch_vms",
+                          .help = "VMs written per event batch (one database transaction).",
+                          .kind = KIND_HISTOGRAM,
+                          BOUNDS(batch_bounds)},
     [METRIC_DB_TRANSACTION_DURATION] = {.name = "cspdns_db_transaction_duration_seconds",
                                         .help = "Duration of PowerDNS database transactions.",
                                         .kind = KIND_HISTOGRAM,

@@ -3,6 +3,7 @@
 #include "pipeline.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,23 @@
 #include "kafka_source.h"
 #include "logger.h"
 #include "metrics.h"
+#include "pdns_api.h"
 #include "pdns_store.h"
 #include "policy.h"
 #include "resync.h"
 #include "strmap.h"
+
+/* Most owner lookups the events' cache keeps (about 4 KB each). */
+#define OWNER_CACHE_MAX 10000
+
+/* Consecutive transient failures of one partition's message in hand, for its backoff. */
+struct part_failures {
+    int32_t partition;
+    unsigned failures;
+};
+
+struct owner_cache;
+struct batch;
 
 struct pipeline {
     const struct settings *s;
@@ -25,18 +39,32 @@ struct pipeline {
     struct cloudstack *cs;
     struct policy *policy;
     struct pdns_store *store;
-    unsigned failures; /* consecutive RETRY outcomes, for the backoff */
+    struct pdns_api *api; /* purges PowerDNS's caches after each commit; NULL: PDNS_API_URL unset */
+    int resync_wrote;     /* the resync step in progress wrote through resync_vm */
+    /* Per partition, so a partition that keeps failing backs off to RETRY_MAX_BACKOFF_MS while
+     * the others flow; a partition's counter starts again once one of its batches went through. */
+    struct part_failures *failures;
+    size_t nfailures;
+    /* Owner lookups of events, kept OWNER_CACHE_TTL; NULL when that is 0. */
+    struct owner_cache *event_owners;
     /* The resync in progress (run: interleaved with the events; one thread does both, so an
      * event and a resync never touch one VM at the same time), and its owner cache. */
     struct resync *resync;
-    struct strmap *owner_cache;
+    struct owner_cache *owner_cache;
     long long next_resync_ms; /* run: when the next resync starts; 0: never */
     long long last_step_ms;
+    /* run: the consumer, for the resync's partition scope, and the assignment generation the
+     * resync in progress was scoped to. */
+    struct kafka_source *ks;
+    unsigned resync_generation;
+    struct batch *batch;      /* run: the messages in hand */
     metrics *metrics;         /* always kept; served on METRICS_ADDR when that is set */
     struct http_server *http; /* NULL unless METRICS_ADDR is set */
 };
 
-static void owner_entry_free(void *v);
+static void owner_cache_free(struct owner_cache *c);
+static int owner_cache_new(long long ttl_ms, size_t max, struct owner_cache **out);
+static void batch_free(struct batch *b);
 
 /* Where the event came from, for every log line about it. */
 struct pos {
@@ -120,6 +148,16 @@ int pipeline_new(const struct settings *s, struct pipeline_signals *sig, struct 
     log_msg(LOG_LVL_INFO, "policy", "loaded policy %s from %s", policy_name(p->policy),
             s->policy_file ? s->policy_file : "(built-in)");
     metrics_set(p->metrics, METRIC_POLICY_LOADED, 1, NULL);
+    if (pdns_api_new(s, &p->api, err, errlen) != CSP_OK) {
+        pipeline_free(p);
+        return PIPELINE_EXIT_CONFIG;
+    }
+    if (s->owner_cache_ttl_s > 0 &&
+        owner_cache_new(s->owner_cache_ttl_s * 1000LL, OWNER_CACHE_MAX, &p->event_owners) != 0) {
+        snprintf(err, errlen, "out of memory");
+        pipeline_free(p);
+        return PIPELINE_EXIT_RUNTIME;
+    }
     *out = p;
     return PIPELINE_EXIT_OK;
 }
@@ -130,8 +168,12 @@ void pipeline_free(struct pipeline *p)
         return;
     http_server_stop(p->http);
     resync_free(p->resync);
-    strmap_free(p->owner_cache, owner_entry_free);
+    owner_cache_free(p->owner_cache);
+    owner_cache_free(p->event_owners);
+    batch_free(p->batch);
+    free(p->failures);
     pdns_store_free(p->store);
+    pdns_api_free(p->api);
     policy_free(p->policy);
     cloudstack_free(p->cs);
     metrics_free(p->metrics);
@@ -151,11 +193,54 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-static int backoff_ms(struct pipeline *p)
+static int backoff_ms(const struct pipeline *p, unsigned failures)
 {
-    unsigned shift = p->failures > 16 ? 16 : p->failures;
+    unsigned shift = failures > 16 ? 16 : failures;
     long ms = 250L << shift;
     return ms > p->s->retry_max_backoff_ms ? p->s->retry_max_backoff_ms : (int)ms;
+}
+
+/* The partition's failure counter; NULL only when memory ran out. */
+static struct part_failures *part_failures(struct pipeline *p, int32_t partition)
+{
+    for (size_t i = 0; i < p->nfailures; i++)
+        if (p->failures[i].partition == partition)
+            return &p->failures[i];
+    struct part_failures *grown = realloc(p->failures, (p->nfailures + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    p->failures = grown;
+    grown[p->nfailures] = (struct part_failures){partition, 0};
+    return &grown[p->nfailures++];
+}
+
+static void publish_failures(struct pipeline *p)
+{
+    unsigned most = 0;
+    for (size_t i = 0; i < p->nfailures; i++)
+        most = p->failures[i].failures > most ? p->failures[i].failures : most;
+    metrics_set(p->metrics, METRIC_CONSECUTIVE_FAILURES, most, NULL);
+}
+
+/* After a commit: PowerDNS's caches forget the names it changed, so they answer at once. The
+ * records are committed either way, so a failed purge only delays them until the cache entries
+ * expire: it is logged, never retried. */
+static void purge_changed(struct pipeline *p)
+{
+    const char *const *names;
+    char err[1024];
+    size_t purged = 0, n = p->api ? pdns_store_changed_names(p->store, &names) : 0;
+    if (n == 0)
+        return;
+    csp_status st = pdns_api_purge(p->api, names, n, &purged, err, sizeof err);
+    metrics_add(p->metrics, METRIC_PDNS_CACHE_PURGES_TOTAL, (double)purged, "ok", NULL);
+    metrics_add(p->metrics, METRIC_PDNS_CACHE_PURGES_TOTAL, (double)(n - purged), "failed", NULL);
+    if (st != CSP_OK)
+        log_msg(LOG_LVL_WARN, "pdns_api",
+                "PowerDNS cache purge failed for %zu of %zu names; they answer with the new "
+                "records once their cache entries expire (check PDNS_API_URL and "
+                "PDNS_API_KEY): %s",
+                n - purged, n, err);
 }
 
 int pipeline_connect_store(struct pipeline *p, char *err, size_t errlen)
@@ -183,11 +268,18 @@ int pipeline_connect_store(struct pipeline *p, char *err, size_t errlen)
 
 /* ---- the per-VM path, shared by events, resyncs and plans ---- */
 
-/* An owner lookup kept for the length of one resync, so 20,000 VMs of 300 accounts cost 300
- * listAccounts calls, not 20,000. */
+/* Owner lookups kept for a while, so 20,000 VMs of 300 accounts cost 300 listAccounts calls,
+ * not 20,000: for OWNER_CACHE_TTL (events), or for the length of one resync. */
 struct owner_entry {
     struct cs_reply r;
     const json_value *obj; /* NULL: CloudStack has no such owner */
+    long long fetched_ms;
+};
+
+struct owner_cache {
+    struct strmap *map;
+    long long ttl_ms; /* 0: kept as long as the cache */
+    size_t max;       /* 0: unbounded */
 };
 
 static void owner_entry_free(void *v)
@@ -196,6 +288,39 @@ static void owner_entry_free(void *v)
     if (e)
         cs_reply_free(&e->r);
     free(e);
+}
+
+static int owner_cache_new(long long ttl_ms, size_t max, struct owner_cache **out)
+{
+    struct owner_cache *c = calloc(1, sizeof *c);
+    if (!c || strmap_new(&c->map) != 0) {
+        free(c);
+        return -1;
+    }
+    c->ttl_ms = ttl_ms;
+    c->max = max;
+    *out = c;
+    return 0;
+}
+
+static void owner_cache_free(struct owner_cache *c)
+{
+    if (!c)
+        return;
+    strmap_free(c->map, owner_entry_free);
+    free(c);
+}
+
+/* Called before a VM's (up to three) lookups, never between them, so the answers the VM holds
+ * stay valid. Emptying the whole cache is crude but bounded, and a full cache is rare: it holds
+ * the owners of the VMs seen within one OWNER_CACHE_TTL. */
+static void owner_cache_make_room(struct owner_cache *c)
+{
+    if (c && c->max && strmap_count(c->map) + 3 > c->max) {
+        log_msg(LOG_LVL_DEBUG, "pipeline", "owner cache full (%zu entries): emptied",
+                strmap_count(c->map));
+        strmap_clear(c->map, owner_entry_free);
+    }
 }
 
 enum owner_kind { OWNER_ACCOUNT = 'a', OWNER_DOMAIN = 'd', OWNER_PROJECT = 'p' };
@@ -222,41 +347,54 @@ static csp_status lookup_owner_now(struct pipeline *p, enum owner_kind kind, con
     return st;
 }
 
-/* With a cache the answer stays owned by the cache and r is left empty. */
-static csp_status lookup_owner(struct pipeline *p, struct strmap *cache, enum owner_kind kind,
+/* With a cache the answer usually stays owned by the cache and r is left empty; when it cannot
+ * be kept (no memory, a key too long to be exact) r owns it. An expired entry is asked again,
+ * never served stale: a failing CloudStack fails the event, which is retried. */
+static csp_status lookup_owner(struct pipeline *p, struct owner_cache *cache, enum owner_kind kind,
                                const char *a, const char *b, struct cs_reply *r,
                                const json_value **obj, char *err, size_t errlen)
 {
     char key[400];
     void *hit;
-    if (!cache)
+    struct owner_entry *e = NULL, fresh = {0};
+    long long now = monotonic_ms();
+    if (!cache ||
+        snprintf(key, sizeof key, "%c:%s/%s", (char)kind, a, b ? b : "") >= (int)sizeof key)
         return lookup_owner_now(p, kind, a, b, r, obj, err, errlen);
-    snprintf(key, sizeof key, "%c:%s/%s", (char)kind, a, b ? b : "");
-    if (strmap_get(cache, key, &hit)) {
-        *obj = ((struct owner_entry *)hit)->obj;
-        return CSP_OK;
+    if (strmap_get(cache->map, key, &hit)) {
+        e = hit;
+        if (!cache->ttl_ms || now - e->fetched_ms < cache->ttl_ms) {
+            *obj = e->obj;
+            return CSP_OK;
+        }
     }
-    struct owner_entry *e = calloc(1, sizeof *e);
-    if (!e) {
-        snprintf(err, errlen, "out of memory caching an owner");
-        return CSP_TRANSIENT;
-    }
-    csp_status st = lookup_owner_now(p, kind, a, b, &e->r, &e->obj, err, errlen);
-    if (st == CSP_OK && strmap_add(cache, key, e) < 0) {
-        snprintf(err, errlen, "out of memory caching an owner");
-        st = CSP_TRANSIENT;
-    }
+    csp_status st = lookup_owner_now(p, kind, a, b, &fresh.r, &fresh.obj, err, errlen);
     if (st != CSP_OK) {
-        owner_entry_free(e);
+        cs_reply_free(&fresh.r);
         return st;
     }
+    fresh.fetched_ms = now;
+    if (e) {
+        cs_reply_free(&e->r);
+        *e = fresh;
+        *obj = e->obj;
+        return CSP_OK;
+    }
+    e = malloc(sizeof *e);
+    if (!e || strmap_add(cache->map, key, e) < 0) {
+        free(e);
+        *r = fresh.r;
+        *obj = fresh.obj;
+        return CSP_OK;
+    }
+    *e = fresh;
     *obj = e->obj;
     return CSP_OK;
 }
 
 /* The VM's owner: decision 2 says jobResult/VM "account" (a name) + "domainid", or "projectid";
  * never the event's "account", which is whoever called the API. */
-static csp_status fetch_owner(struct pipeline *p, const json_value *vm, struct strmap *cache,
+static csp_status fetch_owner(struct pipeline *p, const json_value *vm, struct owner_cache *cache,
                               struct cs_reply *acc_r, const json_value **account,
                               struct cs_reply *dom_r, const json_value **domain,
                               struct cs_reply *prj_r, const json_value **project, char *err,
@@ -265,6 +403,7 @@ static csp_status fetch_owner(struct pipeline *p, const json_value *vm, struct s
     const char *acc = json_get_str(vm, "account"), *dom = json_get_str(vm, "domainid"),
                *prj = json_get_str(vm, "projectid");
     csp_status st = CSP_OK;
+    owner_cache_make_room(cache);
     if (dom && acc)
         st = lookup_owner(p, cache, OWNER_ACCOUNT, acc, dom, acc_r, account, err, errlen);
     if (st == CSP_OK && dom)
@@ -285,12 +424,12 @@ enum rec_result {
 
 /* Who asked, and what to do with the answer. */
 struct reconcile_ctx {
-    const struct cs_event *ev; /* the triggering event, or NULL (resync, plan) */
-    const struct pos *at;      /* its Kafka position, or NULL */
-    const char *trigger;       /* ctx.trigger for the policy: "event", "resync" or "plan" */
-    struct strmap *owners;     /* resync: owner lookups cached for its length */
-    int in_txn;                /* apply inside the caller's open transaction */
-    struct resync_plan *plan;  /* write nothing: add the changes here */
+    const struct cs_event *ev;  /* the triggering event, or NULL (resync, plan) */
+    const struct pos *at;       /* its Kafka position, or NULL */
+    const char *trigger;        /* ctx.trigger for the policy: "event", "resync" or "plan" */
+    struct owner_cache *owners; /* owner lookups cached (events, resync), or NULL */
+    int in_txn;                 /* apply inside the caller's open transaction */
+    struct resync_plan *plan;   /* write nothing: add the changes here */
     struct pdns_apply_stats *stats;
 };
 
@@ -371,61 +510,106 @@ static csp_status plan_vm(struct pipeline *p, const char *vm_id, const struct dn
     return st;
 }
 
-/* Makes vm_id's records match vm, its current state as CloudStack returns it (NULL: the VM no
- * longer exists, so it has no records). Events and resyncs both come through here. */
-static enum rec_result reconcile_vm(struct pipeline *p, const char *vm_id, const json_value *vm,
-                                    const struct reconcile_ctx *c)
+/* " event=VM.CREATE" for an event's lines, " resync"/" plan" for the others. */
+static void who_asked(const struct reconcile_ctx *c, char *what, size_t len)
+{
+    snprintf(what, len, c->ev ? " event=%s" : " %s", c->ev ? c->ev->type : c->trigger);
+}
+
+/* The first half of reconciling a VM: the records vm (NULL: gone) should have. REC_DONE with
+ * *apply set when recs[0..n) are to be written (possibly none: the VM has no records), unset when
+ * the policy left the records as they are. Failures are logged here. */
+static enum rec_result want_vm(struct pipeline *p, const char *vm_id, const json_value *vm,
+                               const struct reconcile_ctx *c, struct dns_record **recs, size_t *n,
+                               int *apply)
 {
     char err[4096], what[96];
-    struct dns_record *recs = NULL;
-    size_t n = 0;
-    enum rec_result out = REC_DONE;
     const char *stage = "";
-    int is_event = c->ev != NULL, retry_policy = 0;
+    int is_event = c->ev != NULL;
     const char *later = is_event ? "will retry" : "skipped in this resync";
-    struct pdns_apply_stats stats = {0};
-    csp_status st;
 
-    /* Event lines keep the form "vm=<id> event=<type>"; the others say who asked. */
-    snprintf(what, sizeof what, is_event ? " event=%s" : " %s",
-             is_event ? c->ev->type : c->trigger);
-    if (vm) {
-        enum desire d = desire_vm(p, vm, c, &recs, &n, &stage, err, sizeof err);
-        if (d == DESIRE_RETRY && !strcmp(stage, "owner")) {
-            rlog(c, LOG_LVL_WARN, "pipeline", "vm=%s%s: cannot read the VM's owner, %s: %s", vm_id,
-                 what, later, err);
-            out = REC_CS_RETRY;
-            goto out;
-        }
-        if (d == DESIRE_RETRY) {
-            rlog(c, LOG_LVL_WARN, "policy",
-                 "vm=%s%s: a CloudStack call in the policy failed, %s: %s", vm_id,
-                 is_event ? "" : what, later, err);
-            out = REC_CS_RETRY;
-            goto out;
-        }
-        if (d == DESIRE_POLICY_FAILED) {
-            retry_policy = is_event && p->s->policy_on_error == POLICY_ON_ERROR_RETRY;
-            char *nl = strchr(err, '\n');
-            if (nl)
-                *nl = '\0';
-            rlog(c, LOG_LVL_ERROR, "policy", "vm=%s%s: policy %s failed, %s: %s", vm_id, what,
-                 policy_name(p->policy),
-                 retry_policy ? "will retry (POLICY_ON_ERROR=retry)" : "skipped", err);
-            if (nl)
-                log_lines(LOG_LVL_ERROR, "policy", nl + 1);
-            metrics_add(p->metrics, METRIC_POLICY_ERRORS_TOTAL, 1, policy_last_failure(p->policy),
-                        NULL);
-            out = REC_POLICY_FAILED;
-            goto out;
-        }
-        if (d == DESIRE_UNCHANGED) {
-            rlog(c, is_event ? LOG_LVL_INFO : LOG_LVL_DEBUG, "pipeline",
-                 "vm=%s%s: policy left the records unchanged", vm_id, what);
-            goto out;
-        }
+    *recs = NULL;
+    *n = 0;
+    *apply = 1;
+    if (!vm)
+        return REC_DONE;
+    who_asked(c, what, sizeof what);
+    enum desire d = desire_vm(p, vm, c, recs, n, &stage, err, sizeof err);
+    if (d == DESIRE_RETRY && !strcmp(stage, "owner")) {
+        rlog(c, LOG_LVL_WARN, "pipeline", "vm=%s%s: cannot read the VM's owner, %s: %s", vm_id,
+             what, later, err);
+        return REC_CS_RETRY;
     }
+    if (d == DESIRE_RETRY) {
+        rlog(c, LOG_LVL_WARN, "policy", "vm=%s%s: a CloudStack call in the policy failed, %s: %s",
+             vm_id, is_event ? "" : what, later, err);
+        return REC_CS_RETRY;
+    }
+    if (d == DESIRE_POLICY_FAILED) {
+        int retry = is_event && p->s->policy_on_error == POLICY_ON_ERROR_RETRY;
+        char *nl = strchr(err, '\n');
+        if (nl)
+            *nl = '\0';
+        rlog(c, LOG_LVL_ERROR, "policy", "vm=%s%s: policy %s failed, %s: %s", vm_id, what,
+             policy_name(p->policy), retry ? "will retry (POLICY_ON_ERROR=retry)" : "skipped", err);
+        if (nl)
+            log_lines(LOG_LVL_ERROR, "policy", nl + 1);
+        metrics_add(p->metrics, METRIC_POLICY_ERRORS_TOTAL, 1, policy_last_failure(p->policy),
+                    NULL);
+        return retry ? REC_CS_RETRY : REC_POLICY_FAILED;
+    }
+    if (d == DESIRE_UNCHANGED) {
+        rlog(c, is_event ? LOG_LVL_INFO : LOG_LVL_DEBUG, "pipeline",
+             "vm=%s%s: policy left the records unchanged", vm_id, what);
+        *apply = 0;
+    }
+    return REC_DONE;
+}
+
+/* The last half: after the records were written (or planned), says what changed. */
+static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, const char *vm_id,
+                         const json_value *vm, size_t n, const struct pdns_apply_stats *stats)
+{
+    char what[96];
+    int changed = stats->added || stats->removed || stats->updated;
+    const char *state = vm ? json_get_str(vm, "state") : NULL;
+    who_asked(c, what, sizeof what);
+    rlog(c, c->ev || (changed && !c->plan) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "pipeline",
+         "vm=%s%s state=%s records=%zu added=%u removed=%u updated=%u unchanged=%u "
+         "no_zone=%u foreign=%u",
+         vm_id, what, vm ? (state ? state : "?") : "gone", n, stats->added, stats->removed,
+         stats->updated, stats->unchanged, stats->no_zone, stats->foreign);
+    if (!c->plan) {
+        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->added, "added", NULL);
+        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->removed, "removed", NULL);
+        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->updated, "updated", NULL);
+        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats->no_zone, "no_zone", NULL);
+        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats->foreign, "foreign", NULL);
+    }
+    if (c->stats) {
+        c->stats->added += stats->added;
+        c->stats->removed += stats->removed;
+        c->stats->updated += stats->updated;
+        c->stats->unchanged += stats->unchanged;
+        c->stats->no_zone += stats->no_zone;
+        c->stats->foreign += stats->foreign;
+        c->stats->zones_bumped += stats->zones_bumped;
+    }
+}
+
+/* Writes (or plans) vm_id's records: inside the caller's transaction (c->in_txn), else in one of
+ * its own, which is then purged from PowerDNS's caches. */
+static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const json_value *vm,
+                                const struct dns_record *recs, size_t n,
+                                const struct reconcile_ctx *c)
+{
+    char err[4096], what[96];
+    struct pdns_apply_stats stats = {0};
+    const char *later = c->ev ? "will retry" : "skipped in this resync";
+    csp_status st;
     long long t0 = monotonic_ms();
+
+    who_asked(c, what, sizeof what);
     if (c->plan)
         st = plan_vm(p, vm_id, recs, n, c, &stats, err, sizeof err);
     else if (c->in_txn)
@@ -440,42 +624,34 @@ static enum rec_result reconcile_vm(struct pipeline *p, const char *vm_id, const
     }
     if (st == CSP_TRANSIENT) {
         rlog(c, LOG_LVL_WARN, "store", "vm=%s%s: database %s failed, %s: %s", vm_id,
-             is_event ? "" : what, c->plan ? "read" : "change", later, err);
-        out = REC_STORE_RETRY;
-        goto out;
+             c->ev ? "" : what, c->plan ? "read" : "change", later, err);
+        return REC_STORE_RETRY;
     }
     if (st == CSP_PERMANENT) {
         rlog(c, LOG_LVL_ERROR, "store", "vm=%s%s: database refused the change, skipped: %s", vm_id,
-             is_event ? "" : what, err);
-        out = REC_STORE_REFUSED;
-        goto out;
+             c->ev ? "" : what, err);
+        return REC_STORE_REFUSED;
     }
-    int changed = stats.added || stats.removed || stats.updated;
-    rlog(c, is_event || (changed && !c->plan) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "pipeline",
-         "vm=%s%s state=%s records=%zu added=%u removed=%u updated=%u unchanged=%u "
-         "no_zone=%u foreign=%u",
-         vm_id, what, vm ? (json_get_str(vm, "state") ? json_get_str(vm, "state") : "?") : "gone",
-         n, stats.added, stats.removed, stats.updated, stats.unchanged, stats.no_zone,
-         stats.foreign);
-    if (!c->plan) {
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats.added, "added", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats.removed, "removed", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats.updated, "updated", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats.no_zone, "no_zone", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats.foreign, "foreign", NULL);
-    }
-    if (c->stats) {
-        c->stats->added += stats.added;
-        c->stats->removed += stats.removed;
-        c->stats->updated += stats.updated;
-        c->stats->unchanged += stats.unchanged;
-        c->stats->no_zone += stats.no_zone;
-        c->stats->foreign += stats.foreign;
-        c->stats->zones_bumped += stats.zones_bumped;
-    }
-out:
+    if (!c->plan && !c->in_txn)
+        purge_changed(p);
+    note_applied(p, c, vm_id, vm, n, &stats);
+    return REC_DONE;
+}
+
+/* Makes vm_id's records match vm, its current state as CloudStack returns it (NULL: the VM no
+ * longer exists, so it has no records). Single events, resyncs and plans come through here;
+ * batches use its two halves. */
+static enum rec_result reconcile_vm(struct pipeline *p, const char *vm_id, const json_value *vm,
+                                    const struct reconcile_ctx *c)
+{
+    struct dns_record *recs;
+    size_t n;
+    int apply;
+    enum rec_result out = want_vm(p, vm_id, vm, c, &recs, &n, &apply);
+    if (out == REC_DONE && apply)
+        out = store_vm(p, vm_id, vm, recs, n, c);
     free(recs);
-    return retry_policy ? REC_CS_RETRY : out;
+    return out;
 }
 
 static pipe_outcome sync_vm(struct pipeline *p, const struct cs_event *ev, const struct pos *at)
@@ -499,7 +675,7 @@ static pipe_outcome sync_vm(struct pipeline *p, const struct cs_event *ev, const
             return PIPE_RETRY;
         }
     }
-    struct reconcile_ctx c = {.ev = ev, .at = at, .trigger = "event"};
+    struct reconcile_ctx c = {.ev = ev, .at = at, .trigger = "event", .owners = p->event_owners};
     switch (reconcile_vm(p, ev->vm_id, vm, &c)) {
     case REC_DONE:
         out = PIPE_DONE;
@@ -587,6 +763,7 @@ static enum resync_vm_outcome resync_vm(void *ud, const char *vm_id, const json_
                                         struct pdns_apply_stats *stats)
 {
     struct pipeline *p = ud;
+    p->resync_wrote |= in_txn && !plan;
     struct reconcile_ctx c = {.trigger = "resync",
                               .owners = p->owner_cache,
                               .in_txn = in_txn,
@@ -607,8 +784,13 @@ static enum resync_vm_outcome resync_vm(void *ud, const char *vm_id, const json_
     return RESYNC_VM_STORE_FAILED;
 }
 
-static int resync_begin(struct pipeline *p, int dry_run, int force, int progress, char *err,
-                        size_t errlen)
+/* scope: the partitions this instance consumes (run), so instances of one group never resync
+ * the same VM; NULL: every VM (the `resync` subcommand).
+ * A resync has an owner cache of its own, fresh at its start and unbounded: it exists to converge
+ * to CloudStack's state now, so it must not reuse answers up to OWNER_CACHE_TTL old, and its
+ * thousands of owners would otherwise push the events' hot entries out of their bounded cache. */
+static int resync_begin(struct pipeline *p, int dry_run, int force, int progress,
+                        const struct resync_config *scope, char *err, size_t errlen)
 {
     struct resync_config cfg = {
         .page_size = (unsigned)p->s->resync_page_size,
@@ -617,12 +799,17 @@ static int resync_begin(struct pipeline *p, int dry_run, int force, int progress
         .dry_run = dry_run,
         .progress = progress,
     };
-    if (strmap_new(&p->owner_cache) != 0) {
+    if (scope) {
+        cfg.partition_count = scope->partition_count;
+        cfg.partitions = scope->partitions;
+        cfg.npartitions = scope->npartitions;
+    }
+    if (owner_cache_new(0, 0, &p->owner_cache) != 0) {
         snprintf(err, errlen, "resync: out of memory");
         return -1;
     }
     if (resync_new(&cfg, p->cs, p->store, resync_vm, p, &p->resync, err, errlen) != 0) {
-        strmap_free(p->owner_cache, owner_entry_free);
+        owner_cache_free(p->owner_cache);
         p->owner_cache = NULL;
         return -1;
     }
@@ -633,30 +820,103 @@ static void resync_end(struct pipeline *p)
 {
     resync_free(p->resync);
     p->resync = NULL;
-    strmap_free(p->owner_cache, owner_entry_free);
+    owner_cache_free(p->owner_cache);
     p->owner_cache = NULL;
+}
+
+/* run: the partitions assigned now. Returns 1 (scope filled; free scope->partitions), 0 when none
+ * are assigned yet, -1 when they cannot be read (err says why). */
+static int assigned_scope(struct pipeline *p, struct resync_config *scope, unsigned *generation,
+                          char *err, size_t errlen)
+{
+    int assigned = kafka_source_assigned(p->ks);
+    if (assigned <= 0)
+        return 0;
+    int32_t *parts = malloc((size_t)assigned * sizeof *parts);
+    size_t n = 0;
+    if (!parts) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (kafka_source_partitions(p->ks, parts, (size_t)assigned, &n, &scope->partition_count,
+                                generation, err, errlen) != 0 ||
+        n == 0) {
+        free(parts);
+        return n == 0 && scope->partition_count > 0 ? 0 : -1;
+    }
+    scope->partitions = parts;
+    scope->npartitions = n;
+    return 1;
+}
+
+/* How soon a resync that cannot learn its partition scope (Kafka metadata) tries again. */
+#define RESYNC_SCOPE_RETRY_S 5
+
+/* run: starts a resync scoped to the assigned partitions once some are assigned. */
+static void resync_start(struct pipeline *p, long long now)
+{
+    char err[512];
+    struct resync_config scope = {0};
+    int got = assigned_scope(p, &scope, &p->resync_generation, err, sizeof err);
+    if (got == 0)
+        return; /* not in the group yet: the resync waits for its partitions */
+    if (got < 0) {
+        log_msg(LOG_LVL_WARN, "resync",
+                "cannot learn the assigned partitions, next try in %d s: %s", RESYNC_SCOPE_RETRY_S,
+                err);
+        p->next_resync_ms = now + RESYNC_SCOPE_RETRY_S * 1000LL;
+        return;
+    }
+    if (resync_begin(p, 0, 0, 0, &scope, err, sizeof err) != 0) {
+        log_msg(LOG_LVL_WARN, "resync", "cannot start a resync, next try in %d s: %s",
+                RESYNC_RETRY_S, err);
+        p->next_resync_ms = now + RESYNC_RETRY_S * 1000LL;
+    }
+    free((void *)scope.partitions);
+    p->last_step_ms = now;
+}
+
+/* run: 1 when the assignment changed since the resync in progress was scoped. */
+static int assignment_changed(struct pipeline *p)
+{
+    int32_t part;
+    size_t n;
+    int32_t count;
+    unsigned gen;
+    char err[512];
+    /* The generation is filled even when the topic's metadata cannot be read. */
+    (void)kafka_source_partitions(p->ks, &part, 1, &n, &count, &gen, err, sizeof err);
+    return gen != p->resync_generation;
 }
 
 /* run: starts the resync when it is due and gives it its steps between events. */
 static void resync_tick(struct pipeline *p, int had_event)
 {
     long long now = monotonic_ms();
-    char err[512];
     if (!p->resync) {
-        if (!p->next_resync_ms || now < p->next_resync_ms)
-            return;
-        if (resync_begin(p, 0, 0, 0, err, sizeof err) != 0) {
-            log_msg(LOG_LVL_WARN, "resync", "cannot start a resync, next try in %d s: %s",
-                    RESYNC_RETRY_S, err);
-            p->next_resync_ms = now + RESYNC_RETRY_S * 1000LL;
-        }
-        p->last_step_ms = now;
+        if (p->next_resync_ms && now >= p->next_resync_ms)
+            resync_start(p, now);
         return;
     }
     /* Events that queued up during a step all go first, within RESYNC_STEP_EVERY_MS. */
     if (had_event && now - p->last_step_ms < RESYNC_STEP_EVERY_MS)
         return;
+    if (assignment_changed(p)) {
+        /* Its scope is stale: VMs of partitions it lost are another instance's now, and those
+         * of partitions it gained would be missed. Nothing half-done is left (each batch is one
+         * transaction). */
+        log_msg(LOG_LVL_INFO, "resync",
+                "partition assignment changed: resync ended, a fresh one starts for the new "
+                "assignment");
+        resync_end(p);
+        p->next_resync_ms = now;
+        return;
+    }
+    p->resync_wrote = 0;
     int more = resync_step(p->resync);
+    /* A transaction the step rolled back left no names (they are kept only after a commit). */
+    if (p->resync_wrote)
+        purge_changed(p);
     p->last_step_ms = monotonic_ms();
     if (more)
         return;
@@ -686,7 +946,7 @@ int pipeline_resync(struct pipeline *p, const struct pipeline_resync_opts *o, ch
                                : pdns_store_open(p->s, &p->store, err, errlen);
     if (st != CSP_OK)
         return st == CSP_PERMANENT ? PIPELINE_EXIT_CONFIG : PIPELINE_EXIT_RUNTIME;
-    if (resync_begin(p, o->dry_run, o->force, o->progress, err, errlen) != 0)
+    if (resync_begin(p, o->dry_run, o->force, o->progress, NULL, err, errlen) != 0)
         return PIPELINE_EXIT_RUNTIME;
     resync_run(p->resync, &p->sig->stop);
     enum resync_result res = resync_result(p->resync, why, sizeof why);
@@ -877,6 +1137,396 @@ out:
     return rc;
 }
 
+/* ---- batches (run) ---- */
+
+/* One consumed message of a batch. */
+struct batch_item {
+    struct kafka_msg m;
+    struct cs_event ev; /* cleared after the batch, whether or not it decoded */
+    int vm;             /* index into batch.vms, or -1: no VM to reconcile */
+    int skip;           /* unusable (malformed, refused): logged, committed with the batch */
+    const char *kind;   /* metrics labels */
+    const char *outcome;
+};
+
+/* One VM of a batch: its last event decides its records (a VM's events are on one partition,
+ * in order, and each event's VM state is at least as new as the ones before). */
+struct batch_vm {
+    size_t last;          /* the item of its last event */
+    struct cs_reply vm_r; /* the VM read from CloudStack when that event did not carry it */
+    const json_value *vm; /* NULL: gone */
+    struct dns_record *recs;
+    size_t n;
+    int apply; /* recs are to be written */
+    int applied;
+    struct pdns_apply_stats stats;
+};
+
+/* One partition of a batch. A transient failure at item cut means nothing from cut on may be
+ * applied or committed: cut comes again (kafka_source_retry), the items after it are released
+ * and redelivered by the rewind. */
+struct batch_part {
+    int32_t partition;
+    size_t first;
+    size_t cut;
+    int has_cut;
+};
+
+struct batch {
+    size_t cap;
+    struct batch_item *items;
+    size_t n;
+    struct batch_vm *vms;
+    size_t nvms;
+    struct batch_part *parts;
+    size_t nparts;
+    struct strmap *vm_index; /* vm_id -> 1 + index into vms */
+};
+
+static void batch_free(struct batch *b)
+{
+    if (!b)
+        return;
+    free(b->items);
+    free(b->vms);
+    free(b->parts);
+    strmap_free(b->vm_index, NULL);
+    free(b);
+}
+
+static int batch_new(size_t cap, struct batch **out)
+{
+    struct batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return -1;
+    b->cap = cap;
+    b->items = calloc(cap, sizeof *b->items);
+    b->vms = calloc(cap, sizeof *b->vms);
+    b->parts = calloc(cap, sizeof *b->parts);
+    if (!b->items || !b->vms || !b->parts || strmap_new(&b->vm_index) != 0) {
+        batch_free(b);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}
+
+static struct batch_part *batch_part_of(struct batch *b, size_t i)
+{
+    int32_t partition = b->items[i].m.partition;
+    for (size_t k = 0; k < b->nparts; k++)
+        if (b->parts[k].partition == partition)
+            return &b->parts[k];
+    b->parts[b->nparts] = (struct batch_part){.partition = partition, .first = i};
+    return &b->parts[b->nparts++];
+}
+
+static void batch_cut(struct batch *b, size_t i)
+{
+    struct batch_part *bp = batch_part_of(b, i);
+    if (!bp->has_cut || i < bp->cut) {
+        bp->cut = i;
+        bp->has_cut = 1;
+    }
+}
+
+static int batch_is_cut(struct batch *b, size_t i)
+{
+    struct batch_part *bp = batch_part_of(b, i);
+    return bp->has_cut && i >= bp->cut;
+}
+
+static struct pos item_pos(const struct batch_item *it)
+{
+    return (struct pos){it->m.topic, it->m.partition, it->m.offset};
+}
+
+/* Decodes item i and files it under its partition and VM. */
+static void batch_decode(struct batch *b, size_t i)
+{
+    struct batch_item *it = &b->items[i];
+    char err[512];
+    void *hit;
+    it->vm = -1;
+    it->skip = 0;
+    it->kind = "other";
+    batch_part_of(b, i);
+    if (cs_event_decode(it->m.payload, it->m.len, &it->ev, err, sizeof err) != 0) {
+        log_at(LOG_LVL_ERROR, "pipeline", it->m.topic, it->m.partition, it->m.offset,
+               "malformed message skipped (%zu bytes): %s", it->m.len, err);
+        it->skip = 1;
+        it->outcome = "bad_input";
+        return;
+    }
+    if (it->ev.kind == CS_EVENT_IGNORED) {
+        log_at(LOG_LVL_DEBUG, "pipeline", it->m.topic, it->m.partition, it->m.offset,
+               "ignored %s: %s", it->ev.type[0] ? it->ev.type : "record", it->ev.why_ignored);
+        it->outcome = "ignored";
+        return;
+    }
+    it->kind = it->ev.type;
+    it->outcome = "applied";
+    if (strmap_get(b->vm_index, it->ev.vm_id, &hit)) {
+        it->vm = (int)((uintptr_t)hit - 1);
+    } else {
+        it->vm = (int)b->nvms;
+        memset(&b->vms[b->nvms], 0, sizeof b->vms[0]);
+        if (strmap_add(b->vm_index, it->ev.vm_id, (void *)(uintptr_t)(b->nvms + 1)) < 0) {
+            /* Without the index this VM's events cannot be merged: try the message again. */
+            log_at(LOG_LVL_WARN, "pipeline", it->m.topic, it->m.partition, it->m.offset,
+                   "out of memory filing the event, will retry");
+            it->vm = -1;
+            batch_cut(b, i);
+            return;
+        }
+        b->nvms++;
+    }
+    b->vms[it->vm].last = i;
+}
+
+/* The records of the VM whose last event is item i. A transient failure cuts i's partition. */
+static void batch_want(struct pipeline *p, struct batch *b, size_t i)
+{
+    struct batch_item *it = &b->items[i];
+    struct batch_vm *bv = &b->vms[it->vm];
+    struct pos at = item_pos(it);
+    char err[4096];
+    bv->vm = it->ev.vm;
+    if (!bv->vm) {
+        csp_status st = cloudstack_get_vm(p->cs, it->ev.vm_id, &bv->vm_r, &bv->vm, err, sizeof err);
+        if (st != CSP_OK) {
+            log_at(LOG_LVL_WARN, "pipeline", at.topic, at.partition, at.offset,
+                   "vm=%s event=%s: cannot read the VM, will retry: %s", it->ev.vm_id, it->ev.type,
+                   err);
+            batch_cut(b, i);
+            return;
+        }
+    }
+    struct reconcile_ctx c = {
+        .ev = &it->ev, .at = &at, .trigger = "event", .owners = p->event_owners};
+    switch (want_vm(p, it->ev.vm_id, bv->vm, &c, &bv->recs, &bv->n, &bv->apply)) {
+    case REC_DONE:
+        break;
+    case REC_POLICY_FAILED:
+    case REC_STORE_REFUSED:
+        it->skip = 1;
+        it->outcome = "skipped";
+        break;
+    case REC_CS_RETRY:
+    case REC_STORE_RETRY:
+        batch_cut(b, i);
+        break;
+    }
+}
+
+/* The VMs to write, in the order of their last events: items before a cut only. */
+static size_t batch_writes(struct batch *b, size_t *order)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        if (it->vm >= 0 && b->vms[it->vm].last == i && b->vms[it->vm].apply && !it->skip &&
+            !batch_is_cut(b, i))
+            order[n++] = (size_t)it->vm;
+    }
+    return n;
+}
+
+/* Every write of the batch in one transaction, with set-based statements. */
+static csp_status batch_store(struct pipeline *p, struct batch *b, const size_t *order, size_t n,
+                              char *err, size_t errlen)
+{
+    struct pdns_apply_stats total = {0};
+    struct pdns_vm_records *set = calloc(n, sizeof *set);
+    if (!set) {
+        snprintf(err, errlen, "out of memory");
+        return CSP_TRANSIENT;
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct batch_vm *bv = &b->vms[order[k]];
+        set[k] = (struct pdns_vm_records){
+            .vm_id = b->items[bv->last].ev.vm_id, .recs = bv->recs, .n = bv->n};
+    }
+    csp_status st = pdns_store_begin(p->store, err, errlen);
+    if (st == CSP_OK)
+        st = pdns_store_apply_many(p->store, set, n, err, errlen);
+    if (st == CSP_OK)
+        st = pdns_store_commit(p->store, &total, err, errlen);
+    if (st != CSP_OK)
+        pdns_store_rollback(p->store);
+    for (size_t k = 0; k < n && st == CSP_OK; k++)
+        b->vms[order[k]].stats = set[k].stats;
+    free(set);
+    return st;
+}
+
+/* The database refused some change of the batch: one VM per transaction finds it, and the
+ * others land. */
+static void batch_store_each(struct pipeline *p, struct batch *b, const size_t *order, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        struct batch_vm *bv = &b->vms[order[k]];
+        struct batch_item *it = &b->items[bv->last];
+        struct pos at = item_pos(it);
+        if (batch_is_cut(b, bv->last))
+            continue;
+        struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
+        switch (store_vm(p, it->ev.vm_id, bv->vm, bv->recs, bv->n, &c)) {
+        case REC_DONE:
+            bv->applied = 1;
+            break;
+        case REC_STORE_REFUSED:
+        case REC_POLICY_FAILED:
+            it->skip = 1;
+            it->outcome = "skipped";
+            break;
+        case REC_STORE_RETRY:
+        case REC_CS_RETRY:
+            batch_cut(b, bv->last);
+            break;
+        }
+    }
+}
+
+static void batch_write(struct pipeline *p, struct batch *b)
+{
+    char err[4096];
+    size_t *order = malloc((b->nvms ? b->nvms : 1) * sizeof *order);
+    if (!order) {
+        log_msg(LOG_LVL_WARN, "pipeline", "out of memory writing a batch, will retry");
+        for (size_t k = 0; k < b->nparts; k++)
+            batch_cut(b, b->parts[k].first);
+        return;
+    }
+    size_t n = batch_writes(b, order);
+    if (n == 0) {
+        free(order);
+        return;
+    }
+    long long t0 = monotonic_ms();
+    csp_status st = batch_store(p, b, order, n, err, sizeof err);
+    metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
+    metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (monotonic_ms() - t0) / 1000.0,
+                    NULL);
+    if (st == CSP_OK) {
+        metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)n, NULL);
+        purge_changed(p);
+        for (size_t k = 0; k < n; k++) {
+            struct batch_vm *bv = &b->vms[order[k]];
+            struct batch_item *it = &b->items[bv->last];
+            struct pos at = item_pos(it);
+            struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
+            bv->applied = 1;
+            note_applied(p, &c, it->ev.vm_id, bv->vm, bv->n, &bv->stats);
+        }
+    } else if (st == CSP_TRANSIENT) {
+        /* Nothing of the batch was written: every partition comes again from its start. */
+        log_msg(LOG_LVL_WARN, "store",
+                "database change of a batch of %zu VMs (%zu messages) failed, will retry: %s", n,
+                b->n, err);
+        for (size_t k = 0; k < b->nparts; k++)
+            batch_cut(b, b->parts[k].first);
+    } else {
+        log_msg(LOG_LVL_WARN, "store",
+                "database refused a change in a batch of %zu VMs; applying them one per "
+                "transaction to find it: %s",
+                n, err);
+        batch_store_each(p, b, order, n);
+    }
+    free(order);
+}
+
+/* After the batch: each message committed, retried or released, in order. */
+static void batch_finish(struct pipeline *p, struct kafka_source *ks, struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        struct batch_part *bp = batch_part_of(b, i);
+        if (bp->has_cut && i > bp->cut) {
+            kafka_source_release(ks, &it->m);
+            continue;
+        }
+        if (bp->has_cut && i == bp->cut) {
+            struct part_failures *pf = part_failures(p, it->m.partition);
+            unsigned failures = pf ? ++pf->failures : 1;
+            int wait = backoff_ms(p, failures);
+            log_at(LOG_LVL_WARN, "pipeline", it->m.topic, it->m.partition, it->m.offset,
+                   "retrying in %d ms (attempt %u)", wait, failures);
+            kafka_source_retry(ks, &it->m, wait);
+            metrics_add(p->metrics, METRIC_EVENTS_TOTAL, 1, it->kind, "retried", NULL);
+            continue;
+        }
+        if (it->vm >= 0 && !it->skip) {
+            struct batch_vm *bv = &b->vms[it->vm];
+            if (bv->last != i)
+                log_at(LOG_LVL_INFO, "pipeline", it->m.topic, it->m.partition, it->m.offset,
+                       "vm=%s event=%s state=superseded: its event at offset %lld in this batch "
+                       "decides its records",
+                       it->ev.vm_id, it->ev.type, (long long)b->items[bv->last].m.offset);
+            else
+                metrics_set_to_now(p->metrics, METRIC_LAST_EVENT_APPLIED_TIMESTAMP, NULL);
+        }
+        metrics_add(p->metrics, METRIC_EVENTS_TOTAL, 1, it->kind, it->outcome, NULL);
+        kafka_source_done(ks, &it->m);
+    }
+    for (size_t k = 0; k < b->nparts; k++) {
+        struct part_failures *pf =
+            b->parts[k].has_cut ? NULL : part_failures(p, b->parts[k].partition);
+        if (pf)
+            pf->failures = 0;
+    }
+    publish_failures(p);
+}
+
+static void batch_clear(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        cs_event_clear(&b->items[i].ev);
+    for (size_t k = 0; k < b->nvms; k++) {
+        cs_reply_free(&b->vms[k].vm_r);
+        free(b->vms[k].recs);
+    }
+    strmap_clear(b->vm_index, NULL);
+    b->n = b->nvms = b->nparts = 0;
+}
+
+/* Decode, the records of each VM's last event, one transaction, then the offsets. Offsets become
+ * committable only after the transaction committed. */
+static void batch_process(struct pipeline *p, struct kafka_source *ks, struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        batch_decode(b, i);
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        if (it->vm >= 0 && b->vms[it->vm].last == i && !batch_is_cut(b, i))
+            batch_want(p, b, i);
+    }
+    batch_write(p, b);
+    /* A resync in progress must not apply an older listed state of these VMs over this. */
+    for (size_t k = 0; k < b->nvms && p->resync; k++)
+        resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
+    batch_finish(p, ks, b);
+    batch_clear(b);
+}
+
+/* Fills the batch after its first message: no wait while messages are queued, at most
+ * BATCH_MAX_WAIT_MS in all. Returns 0, or -1 on a fatal consumer error (err says which). */
+static int batch_fill(struct pipeline *p, struct kafka_source *ks, struct batch *b, char *err,
+                      size_t errlen)
+{
+    long long deadline = monotonic_ms() + p->s->batch_max_wait_ms;
+    while (b->n < b->cap && !p->sig->stop) {
+        long long left = deadline - monotonic_ms();
+        int got = kafka_source_poll(ks, left > 0 ? (int)left : 0, &b->items[b->n].m, err, errlen);
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            break;
+        b->n++;
+    }
+    return 0;
+}
+
 int pipeline_run(struct pipeline *p, char *err, size_t errlen)
 {
     if (p->s->metrics_addr) {
@@ -895,8 +1545,13 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
     if (rc != PIPELINE_EXIT_OK || p->sig->stop)
         return rc;
     struct kafka_source *ks;
+    if (!p->batch && batch_new((size_t)p->s->batch_max_events, &p->batch) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return PIPELINE_EXIT_RUNTIME;
+    }
     if (kafka_source_new(p->s, p->http ? p->metrics : NULL, &ks, err, errlen) != 0)
         return PIPELINE_EXIT_CONFIG;
+    p->ks = ks;
     log_msg(LOG_LVL_INFO, "pipeline", "consuming %s as group %s", p->s->kafka_topic,
             p->s->kafka_group);
     rc = PIPELINE_EXIT_OK;
@@ -906,8 +1561,8 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
         maybe_reload(p);
         http_server_tick(p->http);
         metrics_set(p->metrics, METRIC_KAFKA_PARTITIONS_ASSIGNED, kafka_source_assigned(ks), NULL);
-        struct kafka_msg m;
-        int got = kafka_source_poll(ks, p->resync ? 0 : 200, &m, err, errlen);
+        struct batch *b = p->batch;
+        int got = kafka_source_poll(ks, p->resync ? 0 : 200, &b->items[0].m, err, errlen);
         if (got < 0) {
             rc = PIPELINE_EXIT_RUNTIME;
             break;
@@ -916,18 +1571,14 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
             resync_tick(p, 0);
             continue;
         }
-        pipe_outcome out = pipeline_handle(p, m.topic, m.partition, m.offset, m.payload, m.len);
-        if (out == PIPE_RETRY) {
-            p->failures++;
-            int wait = backoff_ms(p);
-            log_at(LOG_LVL_WARN, "pipeline", m.topic, m.partition, m.offset,
-                   "retrying in %d ms (attempt %u)", wait, p->failures);
-            kafka_source_retry(ks, &m, wait);
-        } else {
-            p->failures = 0;
-            kafka_source_done(ks, &m);
+        b->n = 1;
+        /* A fatal consumer error ends the run after the messages in hand were handled. */
+        int fatal = batch_fill(p, ks, b, err, errlen) != 0;
+        batch_process(p, ks, b);
+        if (fatal) {
+            rc = PIPELINE_EXIT_RUNTIME;
+            break;
         }
-        metrics_set(p->metrics, METRIC_CONSECUTIVE_FAILURES, p->failures, NULL);
         resync_tick(p, 1);
     }
     if (p->resync) {
@@ -938,5 +1589,6 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
     }
     log_msg(LOG_LVL_INFO, "pipeline", "stopping: committing offsets and leaving the group");
     kafka_source_close(ks);
+    p->ks = NULL;
     return rc;
 }

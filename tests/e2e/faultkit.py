@@ -495,26 +495,39 @@ def assert_round(what, v, gaps, dups):
     v.assert_ok(what)
 
 
-RETRY_IN = re.compile(r"retrying in (\d+) ms \(attempt (\d+)\)")
+RETRY_IN = re.compile(r"pos=[^ ]*/(\d+)@\d+ msg=\"retrying in (\d+) ms \(attempt (\d+)\)")
 
 
 def backoffs(text):
-    """The waits cs-pdns announced between retries, in order."""
-    return [int(m.group(1)) for m in RETRY_IN.finditer(text)]
+    """The waits cs-pdns announced between retries, in order (all partitions)."""
+    return [int(m.group(2)) for m in RETRY_IN.finditer(text)]
+
+
+def backoffs_by_partition(text):
+    """{partition: [waits in order]}: each partition backs off on its own."""
+    out = collections.defaultdict(list)
+    for m in RETRY_IN.finditer(text):
+        out[int(m.group(1))].append(int(m.group(2)))
+    return dict(out)
 
 
 def assert_capped_backoff(text, cap_ms, what, reach_cap=True):
+    """Some partition retried at least twice; in every partition each wait doubles the one
+    before up to RETRY_MAX_BACKOFF_MS (it starts again at the bottom only after a message of
+    that partition succeeded), none goes past the cap, and with reach_cap the longest reaches
+    it. Returns all waits."""
+    per = backoffs_by_partition(text)
     waits = backoffs(text)
-    if len(waits) < 2:
-        raise AssertionError(f"{what}: fewer than two retries logged ({waits})")
+    if max((len(w) for w in per.values()), default=0) < 2:
+        raise AssertionError(f"{what}: no partition logged two retries ({per})")
     if max(waits) > cap_ms or (reach_cap and max(waits) != cap_ms):
         raise AssertionError(f"{what}: the backoff never reached RETRY_MAX_BACKOFF_MS={cap_ms} "
-                             f"or went past it: {waits}")
-    # Each wait doubles the one before up to the cap; it starts again at the bottom only after
-    # some message succeeded (messages of other partitions keep flowing meanwhile).
-    for a, b in zip(waits, waits[1:]):
-        if b != min(2 * a, cap_ms) and b > 500:
-            raise AssertionError(f"{what}: the backoff does not double up to the cap: {waits}")
+                             f"or went past it: {per}")
+    for part, seq in per.items():
+        for a, b in zip(seq, seq[1:]):
+            if b != min(2 * a, cap_ms) and b > 500:
+                raise AssertionError(f"{what}: partition {part}'s backoff does not double up "
+                                     f"to the cap: {seq}")
     return waits
 
 
