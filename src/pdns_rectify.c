@@ -512,7 +512,8 @@ static csp_status read_rows(struct ctx *c)
         if (r < 0)
             return rc;
     }
-    qsort(c->rows, c->nr, sizeof *c->rows, cmp_row);
+    if (c->nr)
+        qsort(c->rows, c->nr, sizeof *c->rows, cmp_row);
     for (size_t j = c->nr; j-- > 0;) {
         c->nodes[c->rows[j].node].r0 = j;
         c->nodes[c->rows[j].node].rn++;
