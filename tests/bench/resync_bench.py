@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""resync_bench.py -- a resync of 20,000 VMs: its duration and cs-pdns's peak memory.
+"""resync_bench.py -- a resync of 20,000 VMs (or --vms N): its duration and cs-pdns's peak memory.
 
 Inserts the VMs into the CloudStack simulator without events, runs `cs-pdns resync` (which
 creates every record), then again (which must change nothing), and prints wall time and the peak
@@ -10,6 +10,7 @@ Run it against a stack started as for the e2e tests:
     CSPDNS_BIN=$PWD/build/cs-pdns CSPDNS_STACK_STATE=/tmp/bench.json \\
         python3 tests/bench/resync_bench.py [--vms 20000]
     python3 tests/e2e/stack.py down --state /tmp/bench.json
+throughput_bench.py runs the first resync of this file (bench) as its resync section.
 Must not: run under ctest, or leave its database or simulator behind.
 """
 import argparse
@@ -27,16 +28,30 @@ from private_db import PrivateDbStack  # noqa: E402
 from world import World  # noqa: E402
 
 
-def make_vm(w, i):
-    """VM i on acme-net or beta-net: distinct IPv4 in the /16 reverse zone, IPv6 for acme."""
-    acme = i % 2 == 0
-    v4 = f"10.{w.n}.{16 + i // 250}.{1 + i % 250}"
+# One /16 of IPv4 addresses (10.B.16.1 to 10.B.255.250) holds 60,000 VMs; larger runs take the
+# next /16s, each with its own reverse zone (extra_zones).
+PER_BLOCK = 60000
+
+
+def vm_v4(w, i):
+    j = i % PER_BLOCK
+    return f"10.{w.n + i // PER_BLOCK}.{16 + j // 250}.{1 + j % 250}"
+
+
+def extra_zones(w, vms):
+    """The reverse zones beyond World's own /16 that vm_v4 needs for vms VMs."""
+    return [f"{w.n + b}.10.in-addr.arpa" for b in range(1, (vms + PER_BLOCK - 1) // PER_BLOCK)]
+
+
+def make_vm(w, i, acme=None):
+    """VM i on acme-net or beta-net: distinct IPv4 in the /16 reverse zones, IPv6 for acme."""
+    acme = i % 2 == 0 if acme is None else acme
     nic = {"id": str(uuid.uuid4()), "networkid": w.net_acme if acme else w.net_beta,
            "networkname": "acme-net" if acme else "beta-net", "isdefault": True,
-           "ipaddress": v4, "traffictype": "Guest", "type": "Isolated"}
+           "ipaddress": vm_v4(w, i), "traffictype": "Guest", "type": "Isolated"}
     if acme:
-        nic["ip6address"] = f"2001:db8:{w.n:x}:2::{i:x}"
-    vm = {"id": str(uuid.uuid4()), "name": f"bench-{i:05d}", "displayname": f"bench {i}",
+        nic["ip6address"] = f"2001:db8:{w.n:x}:2::{i >> 16:x}:{i & 0xffff:x}"
+    vm = {"id": str(uuid.uuid4()), "name": f"bench-{i:06d}", "displayname": f"bench {i}",
           "account": "acme" if acme else "beta", "domainid": w.domain_id, "state": "Running",
           "nic": [nic]}
     if i % 10 == 0:
@@ -59,46 +74,78 @@ def run_resync(st, *args):
     return seconds, usage.ru_maxrss / 1024.0, out, usage.ru_utime + usage.ru_stime
 
 
+def cpu_s(pid):
+    """User + system CPU seconds pid has used so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+
+
 def field(out, name):
     m = re.search(rf"\b{name}=(\S+)", out)
     return m.group(1) if m else "?"
+
+
+def bench(vms, again=True):
+    """Inserts vms VMs into a simulator, resyncs once (and, with again, twice more: unchanged and
+    dry run); returns the first resync's figures."""
+    st = PrivateDbStack("bench")
+    try:
+        w = World(st, 15)
+        w.create_zones()
+        for z in extra_zones(w, vms):
+            st.add_zone(z)
+        st.start_sim("4.16")
+        st.control("setup", w.setup_body())
+        t0 = time.monotonic()
+        for start in range(0, vms, 2000):
+            st.control("vms", {"vms": [make_vm(w, i)
+                                       for i in range(start, min(vms, start + 2000))]})
+        print(f"inserted {vms} VMs into the simulator in {time.monotonic() - t0:.1f}s", flush=True)
+
+        # Who works during the resync: cs-pdns (its CPU comes from wait4), the simulator
+        # answering listVirtualMachines, MariaDB.
+        others = {"simulator": st.sim_proc.pid, "mariadb": st.state["pids"]["mariadb"]}
+        cpu0 = {k: cpu_s(p) for k, p in others.items()}
+        first = run_resync(st)
+        cpu = {k: round(cpu_s(p) - cpu0[k], 1) for k, p in others.items()}
+        rows = st.sql1("SELECT COUNT(*) FROM records WHERE type IN ('A', 'AAAA', 'PTR')")
+        owned = st.sql1("SELECT COUNT(*) FROM cspdns_record")
+        print(f"first resync:  {first[0]:6.1f}s  cpu {first[3]:5.1f}s  peak RSS "
+              f"{first[1]:6.1f} MiB  vms={field(first[2], 'vms')} pages={field(first[2], 'pages')} "
+              f"added={field(first[2], 'added')} (records rows: {rows}, owned: {owned}); "
+              f"CPU s: simulator {cpu['simulator']}, MariaDB {cpu['mariadb']}", flush=True)
+        if field(first[2], "vms") != str(vms):
+            sys.exit(f"the resync saw {field(first[2], 'vms')} VMs, not {vms}")
+        result = {"vms": vms, "seconds": round(first[0], 2), "cpu_seconds": round(first[3], 2),
+                  "peak_rss_mib": round(first[1], 1), "records": int(rows),
+                  "simulator_cpu_seconds": cpu["simulator"], "mariadb_cpu_seconds": cpu["mariadb"]}
+        if not again:
+            return result
+        serials = st.sql("SELECT domain_id, content FROM records WHERE type = 'SOA'")
+        second = run_resync(st)
+        changed = [field(second[2], k) for k in ("added", "removed", "updated")]
+        print(f"second resync: {second[0]:6.1f}s  cpu {second[3]:5.1f}s  peak RSS "
+              f"{second[1]:6.1f} MiB  unchanged={field(second[2], 'unchanged')} "
+              f"added/removed/updated={'/'.join(changed)}")
+        if changed != ["0", "0", "0"] or st.sql("SELECT domain_id, content FROM records WHERE "
+                                                "type = 'SOA'") != serials:
+            sys.exit("the second resync changed something")
+        dry = run_resync(st, "--dry-run", "--json")
+        print(f"dry run:       {dry[0]:6.1f}s  cpu {dry[3]:5.1f}s  peak RSS {dry[1]:6.1f} MiB")
+        return result
+    finally:
+        st.close()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vms", type=int, default=20000)
     args = ap.parse_args()
-    st = PrivateDbStack("bench")
-    try:
-        w = World(st, 15)
-        w.create_zones()
-        st.start_sim("4.16")
-        st.control("setup", w.setup_body())
-        t0 = time.monotonic()
-        for start in range(0, args.vms, 2000):
-            st.control("vms", {"vms": [make_vm(w, i)
-                                       for i in range(start, min(args.vms, start + 2000))]})
-        print(f"inserted {args.vms} VMs into the simulator in {time.monotonic() - t0:.1f}s")
-
-        first = run_resync(st)
-        rows = st.sql1("SELECT COUNT(*) FROM records WHERE type IN ('A', 'AAAA', 'PTR')")
-        owned = st.sql1("SELECT COUNT(*) FROM cspdns_record")
-        print(f"first resync:  {first[0]:6.1f}s  cpu {first[3]:5.1f}s  peak RSS {first[1]:6.1f} MiB  "
-              f"vms={field(first[2], 'vms')} pages={field(first[2], 'pages')} "
-              f"added={field(first[2], 'added')} (records rows: {rows}, owned: {owned})")
-        serials = st.sql("SELECT domain_id, content FROM records WHERE type = 'SOA'")
-        second = run_resync(st)
-        changed = [field(second[2], k) for k in ("added", "removed", "updated")]
-        print(f"second resync: {second[0]:6.1f}s  cpu {second[3]:5.1f}s  peak RSS {second[1]:6.1f} MiB  "
-              f"unchanged={field(second[2], 'unchanged')} added/removed/updated="
-              f"{'/'.join(changed)}")
-        if changed != ["0", "0", "0"] or st.sql("SELECT domain_id, content FROM records WHERE "
-                                                "type = 'SOA'") != serials:
-            sys.exit("the second resync changed something")
-        dry = run_resync(st, "--dry-run", "--json")
-        print(f"dry run:       {dry[0]:6.1f}s  cpu {dry[3]:5.1f}s  peak RSS {dry[1]:6.1f} MiB")
-    finally:
-        st.close()
+    bench(args.vms)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,9 @@ static void record(const char *name, const char *content, const char *type, cons
     struct dns_record r, again;
     char err[512];
     memset(&r, 0, sizeof r);
-    snprintf(r.name, sizeof r.name, "%s", name);
-    snprintf(r.content, sizeof r.content, "%s", content);
+    /* Inputs longer than a field are cut to it: the check only ever sees full fields. */
+    snprintf(r.name, sizeof r.name, "%.*s", (int)sizeof r.name - 1, name);
+    snprintf(r.content, sizeof r.content, "%.*s", (int)sizeof r.content - 1, content);
     r.type = dns_rr_type_parse(type);
     r.ttl = atoi(ttl);
     if (dns_record_check(&r, err, sizeof err) != 0) {
