@@ -62,7 +62,7 @@ struct settings {
     int log_format;     /* LOG_FORMAT=logfmt|json (default logfmt) */
     char *metrics_addr; /* METRICS_ADDR host:port for /metrics, /healthz, /readyz; NULL: off */
     int retry_max_backoff_ms; /* RETRY_MAX_BACKOFF_MS (default 30000) */
-    int batch_max_events;     /* BATCH_MAX_EVENTS (default 1000): events per transaction */
+    int batch_max_events;     /* BATCH_MAX_EVENTS (default 250): events per transaction */
     int batch_max_wait_ms;    /* BATCH_MAX_WAIT_MS (default 5): how long a batch waits to fill */
     int owner_cache_ttl_s;    /* OWNER_CACHE_TTL (seconds, default 300; 0: no cache) */
     /* Resync */

@@ -142,11 +142,17 @@ static rd_kafka_conf_t *build_conf(const struct settings *s, int stats, char *er
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char env[300];
     /* Offsets are stored by kafka_source_done only, then committed in the background and on
-     * close: a message is never committed before its change reached the database. */
+     * close: a message is never committed before its change reached the database. The read-ahead
+     * is 16 MB instead of librdkafka's 64 MB: a backlog drains about as fast (4% slower in the
+     * benchmark) with half the peak memory. */
     static const char *const defaults[][2] = {
-        {"enable.auto.commit", "true"},    {"enable.auto.offset.store", "false"},
-        {"auto.offset.reset", "earliest"}, {"client.id", "cs-pdns"},
-        {"fetch.wait.max.ms", "100"},      {"log.connection.close", "false"},
+        {"enable.auto.commit", "true"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"client.id", "cs-pdns"},
+        {"fetch.wait.max.ms", "100"},
+        {"log.connection.close", "false"},
+        {"queued.max.messages.kbytes", "16384"},
     };
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
         if (conf_set(conf, defaults[i][0], defaults[i][1], "built-in default", err, errlen))
