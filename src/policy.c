@@ -31,15 +31,29 @@
 #define MAX_SOURCE_BYTES (4u << 20) /* policy files and modules; larger is surely a mistake */
 #define CS_MAX_PARAMS 64
 #define LABEL_MAX 64 /* declared name or version, truncated for logs */
+#define SMALL_STEP 16
+#define SMALL_CLASSES 16 /* blocks up to 256 bytes are kept for reuse */
+#define KEY_SLOTS 512    /* JSON member names kept interned between calls */
+#define KEY_SLOT_MAX 40  /* longer names are rare; Lua does not intern them either */
 
 /* Registry keys: the addresses are unique, the values unused. */
 static const char KEY_POLICY = 'p';  /* the table the policy file returned */
 static const char KEY_CACHE = 'c';   /* cs.call answers of the current records() call */
 static const char KEY_MODULES = 'm'; /* require()d modules of this state */
 static const char KEY_LOADING = 'l'; /* module name -> call number while its chunk runs */
+static const char KEY_CTX_MT = 'x';  /* metatable of ctx: builds ctx.event on first read */
+static const char KEY_NAMES = 'n';   /* slot -> member name string, see struct key_slot */
 #define REPLY_MT "cspdns.cs_reply"
 
 enum trip { TRIP_NONE = 0, TRIP_INSTRUCTIONS, TRIP_DEADLINE, TRIP_MEMORY };
+
+/* A member name string anchored in the KEY_NAMES table: every VM carries the same few dozen
+ * names, and handing Lua the string it already has skips hashing, interning and allocating it
+ * anew on every call. s points into the anchored string; NULL for an empty slot. */
+struct key_slot {
+    const char *s;
+    size_t len;
+};
 
 struct policy {
     lua_State *L;
@@ -72,7 +86,10 @@ struct policy {
     int rebuild;       /* the state must be rebuilt before the next call */
     int self_checking; /* cs.call is not answered: the self-check runs offline */
     const struct policy_input *in;
+    const void *ctx; /* the ctx of the running records() call; NULL between calls */
     size_t mem_used; /* bytes the state holds */
+    struct key_slot names[KEY_SLOTS]; /* valid for the current L only */
+    void *spare[SMALL_CLASSES];       /* freed small blocks by size class, linked through */
 };
 
 static long long now_ms(void)
@@ -145,6 +162,43 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "%s", trip_text(p->tripped));
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define KEEP_SPARE 0 /* ASan must see every free to catch a use after it */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KEEP_SPARE 0
+#endif
+#endif
+#ifndef KEEP_SPARE
+#define KEEP_SPARE 1
+#endif
+
+/* The spare list for blocks of n bytes; SMALL_CLASSES for blocks that go straight to malloc. */
+static size_t small_class(size_t n)
+{
+    return KEEP_SPARE && n && n <= SMALL_STEP * SMALL_CLASSES ? (n - 1) / SMALL_STEP
+                                                              : SMALL_CLASSES;
+}
+
+/* Every call builds and drops a few hundred small tables and strings; keeping freed blocks per
+ * size class spares malloc and free most of that work. The cap counts what Lua holds, not the
+ * spares, which never outgrow what the state once held. */
+static void *small_get(struct policy *p, size_t c)
+{
+    void *b = p->spare[c];
+    if (b) {
+        p->spare[c] = *(void **)b;
+        return b;
+    }
+    return malloc((c + 1) * SMALL_STEP);
+}
+
+static void small_put(struct policy *p, size_t c, void *b)
+{
+    *(void **)b = p->spare[c];
+    p->spare[c] = b;
+}
+
 /* Counts every byte the state holds and refuses growth past the cap. Any refusal trips the
  * limit: lauxlib's buffers (string.rep, table.concat) report it as an ordinary error that a
  * pcall in the policy could swallow, and only Lua's own allocations get an emergency GC first. */
@@ -152,8 +206,12 @@ static void *policy_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct policy *p = ud;
     size_t old = ptr ? osize : 0; /* with ptr NULL, osize is a type tag */
+    size_t oc = small_class(old), nc = small_class(nsize);
     if (nsize == 0) {
-        free(ptr);
+        if (oc < SMALL_CLASSES)
+            small_put(p, oc, ptr);
+        else
+            free(ptr);
         p->mem_used -= old;
         return NULL;
     }
@@ -162,9 +220,25 @@ static void *policy_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             trip(p, TRIP_MEMORY);
         return NULL;
     }
-    void *np = realloc(ptr, nsize);
-    if (!np)
-        return NULL;
+    void *np;
+    if (ptr && oc == nc && nc < SMALL_CLASSES) {
+        np = ptr;
+    } else if (nc < SMALL_CLASSES || (ptr && oc < SMALL_CLASSES)) {
+        np = nc < SMALL_CLASSES ? small_get(p, nc) : malloc(nsize);
+        if (!np)
+            return NULL;
+        if (ptr) {
+            memcpy(np, ptr, old < nsize ? old : nsize);
+            if (oc < SMALL_CLASSES)
+                small_put(p, oc, ptr);
+            else
+                free(ptr);
+        }
+    } else {
+        np = realloc(ptr, nsize);
+        if (!np)
+            return NULL;
+    }
     p->mem_used = p->mem_used - old + nsize;
     return np;
 }
@@ -246,8 +320,39 @@ static void describe_failure(struct policy *p, int st, char *err, size_t errlen)
 
 /* ---- JSON -> Lua ---- */
 
-/* Recursion is bounded by JSON_MAX_DEPTH, which the parser enforces. [-0, +1, m] */
-void policy_push_json(lua_State *L, const json_value *v)
+/* Pushes the member name key, from p's name slots when it is there (names at index names).
+ * [-0, +1, m] */
+static void push_name(lua_State *L, struct policy *p, int names, const char *key, size_t len)
+{
+    if (!p || len > KEY_SLOT_MAX) {
+        lua_pushlstring(L, key, len);
+        return;
+    }
+    /* a few bytes pick the slot: a collision only costs a miss, hashing every byte costs always */
+    uint32_t h = (uint32_t)len * 0x9e3779b1u;
+    if (len) {
+        h ^= (uint32_t)(unsigned char)key[0] * 0x85ebca6bu;
+        h ^= (uint32_t)(unsigned char)key[len - 1] * 0xc2b2ae35u;
+        h ^= (uint32_t)(unsigned char)key[len / 2] * 0x27d4eb2fu;
+        h ^= (uint32_t)(unsigned char)key[len / 3] * 0x165667b1u;
+    }
+    size_t slot = (h ^ (h >> 15)) % KEY_SLOTS;
+    struct key_slot *ks = &p->names[slot];
+    if (ks->s && ks->len == len && memcmp(ks->s, key, len) == 0) {
+        lua_rawgeti(L, names, (lua_Integer)slot + 1);
+        return;
+    }
+    lua_pushlstring(L, key, len);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, names, (lua_Integer)slot + 1);
+    ks->s = lua_tostring(L, -1);
+    ks->len = len;
+}
+
+/* policy_push_json, with member names from p's slots when p is not NULL (the KEY_NAMES table at
+ * absolute index names). Recursion is bounded by JSON_MAX_DEPTH, which the parser enforces.
+ * [-0, +1, m] */
+static void push_json(lua_State *L, struct policy *p, int names, const json_value *v)
 {
     luaL_checkstack(L, 3, "JSON nested too deeply");
     switch (v->type) {
@@ -273,7 +378,7 @@ void policy_push_json(lua_State *L, const json_value *v)
         for (size_t k = 0; k < v->len; k++) {
             if (v->u.items[k].type == JSON_NULL)
                 continue;
-            policy_push_json(L, &v->u.items[k]);
+            push_json(L, p, names, &v->u.items[k]);
             lua_rawseti(L, -2, ++i);
         }
         break;
@@ -284,12 +389,101 @@ void policy_push_json(lua_State *L, const json_value *v)
             const json_member *m = &v->u.members[k];
             if (m->value.type == JSON_NULL)
                 continue;
-            lua_pushlstring(L, m->key, m->key_len);
-            policy_push_json(L, &m->value);
+            push_name(L, p, names, m->key, m->key_len);
+            push_json(L, p, names, &m->value);
             lua_rawset(L, -3);
         }
         break;
     }
+}
+
+/* [-0, +1, m] */
+void policy_push_json(lua_State *L, const json_value *v)
+{
+    push_json(L, NULL, 0, v);
+}
+
+/* Converts v with p's name slots. [-0, +1, m] */
+static void push_json_named(lua_State *L, struct policy *p, const json_value *v)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_NAMES);
+    push_json(L, p, lua_gettop(L), v);
+    lua_remove(L, -2);
+}
+
+/* ---- ctx.event, built on first read ---- */
+
+/* Converting the event costs a third of a call and most policies never read it, so ctx gets it
+ * on first access (kept with rawset). The event's JSON is freed when the call returns, so a ctx
+ * kept in module state has nothing left to build from: its unread event raises. Leaves the event
+ * or nil on top. [-0, +1, e] */
+static void ctx_build_event(lua_State *L, int ctx, int key)
+{
+    struct policy *p = policy_of(L);
+    if (lua_topointer(L, ctx) != p->ctx || !p->in)
+        luaL_error(L, "ctx.event is only available during the records() call that was given "
+                      "this ctx; keep the table ctx.event itself if a later call needs it");
+    const json_value *ev = p->in->event;
+    if (!ev || ev->type == JSON_NULL) {
+        lua_pushnil(L);
+        return;
+    }
+    push_json_named(L, p, ev);
+    lua_pushvalue(L, key);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, ctx);
+}
+
+/* __index of ctx; upvalue 1 is the interned string "event". [-2, +1, e] */
+static int ctx_index(lua_State *L)
+{
+    if (lua_rawequal(L, 2, lua_upvalueindex(1)))
+        ctx_build_event(L, 1, 2);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* The next function __pairs hands out, immune to a policy reassigning the global. [-2, +2, e] */
+static int ctx_next(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (lua_next(L, 1))
+        return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+/* __pairs of ctx: builds the event first so iteration sees every documented field; a ctx kept
+ * from an earlier call iterates without its (gone) event. [-1, +3, e] */
+static int ctx_pairs(lua_State *L)
+{
+    struct policy *p = policy_of(L);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1)); /* 2 */
+    if (lua_topointer(L, 1) == p->ctx && p->in && lua_rawget(L, 1) == LUA_TNIL) {
+        lua_pushvalue(L, lua_upvalueindex(1)); /* 3 */
+        ctx_build_event(L, 1, 3);
+    }
+    lua_settop(L, 1);
+    lua_pushcfunction(L, ctx_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* [-0, +0, e] */
+static void new_ctx_metatable(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "event");
+    lua_pushcclosure(L, ctx_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "event");
+    lua_pushcclosure(L, ctx_pairs, 1);
+    lua_setfield(L, -2, "__pairs");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CTX_MT);
 }
 
 /* ---- host API: dns ---- */
@@ -566,7 +760,7 @@ static int l_cs_call(lua_State *L)
     int nret;
     if (st == CSP_OK) {
         if (r->result)
-            policy_push_json(L, r->result);
+            push_json_named(L, p, r->result);
         else
             lua_newtable(L);
         lua_pushvalue(L, -1);
@@ -795,6 +989,9 @@ static int open_sandbox(lua_State *L)
     lua_pushcfunction(L, l_require);
     lua_setfield(L, 1, "require");
 
+    new_ctx_metatable(L);
+    lua_createtable(L, KEY_SLOTS, 0);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_NAMES);
     luaL_newmetatable(L, REPLY_MT);
     lua_pushcfunction(L, reply_gc);
     lua_setfield(L, -2, "__gc");
@@ -884,6 +1081,13 @@ static void close_state(struct policy *p)
         p->L = NULL;
     }
     p->mem_used = 0;
+    memset(p->names, 0, sizeof p->names);
+    for (size_t c = 0; c < SMALL_CLASSES; c++)
+        while (p->spare[c]) {
+            void *b = p->spare[c];
+            p->spare[c] = *(void **)b;
+            free(b);
+        }
 }
 
 /* A fresh state with the sandbox and the policy loaded, each step with its own budget; the new
@@ -893,6 +1097,7 @@ static int build_state(struct policy *p, char *err, size_t errlen)
     close_state(p);
     p->rebuild = 0;
     p->in = NULL;
+    p->ctx = NULL;
     lua_State *L = lua_newstate(policy_alloc, p);
     if (!L) {
         snprintf(err, errlen, "policy: cannot create a Lua state (out of memory)");
@@ -1022,8 +1227,9 @@ int policy_stack_top(const struct policy *p)
 struct records_call {
     struct policy *p;
     const struct policy_input *in;
-    policy_result result; /* valid when the call did not raise */
-    size_t n;             /* records in the userdata left on the stack */
+    policy_result result;    /* valid when the call did not raise */
+    struct dns_record *recs; /* malloc'ed by convert_result; policy_records owns it */
+    size_t n;                /* records in recs */
     char *err;
     size_t errlen;
 };
@@ -1040,21 +1246,18 @@ static int call_fail(struct records_call *c, const char *fmt, ...)
     return 0;
 }
 
-/* Builds ctx as documented in policy.h. [-0, +1, m] */
-static void push_ctx(lua_State *L, const struct policy *p, const struct policy_input *in)
+/* Builds ctx as README documents it; event comes on first read (ctx_build_event). [-0, +1, m] */
+static void push_ctx(lua_State *L, struct policy *p, const struct policy_input *in)
 {
     lua_createtable(L, 0, 8);
     const struct {
         const char *key;
         const json_value *v;
-    } objs[] = {{"account", in->account},
-                {"domain", in->domain},
-                {"project", in->project},
-                {"event", in->event}};
+    } objs[] = {{"account", in->account}, {"domain", in->domain}, {"project", in->project}};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++) {
         if (!objs[i].v || objs[i].v->type == JSON_NULL)
             continue;
-        policy_push_json(L, objs[i].v);
+        push_json_named(L, p, objs[i].v);
         lua_setfield(L, -2, objs[i].key);
     }
     lua_createtable(L, 0, 3);
@@ -1079,6 +1282,8 @@ static void push_ctx(lua_State *L, const struct policy *p, const struct policy_i
     }
     lua_pushstring(L, in->trigger ? in->trigger : "event");
     lua_setfield(L, -2, "trigger");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_CTX_MT);
+    lua_setmetatable(L, -2);
 }
 
 /* Describes a table key for messages without disturbing lua_next (no in-place conversion).
@@ -1186,8 +1391,8 @@ static int convert_entry(lua_State *L, struct records_call *c, lua_Integer i, st
     return 0;
 }
 
-/* Checks records()'s answer at idx; on success leaves a userdata holding c->n records on top.
- * Returns the number of results for do_records. [-0, +0|+1, m] */
+/* Checks records()'s answer at idx into c->recs and c->n. Returns the number of results for
+ * do_records (none). [-0, +0, m] */
 static int convert_result(lua_State *L, struct records_call *c, int idx)
 {
     static const char hint[] =
@@ -1223,19 +1428,26 @@ static int convert_result(lua_State *L, struct records_call *c, int idx)
                          "records() returned %llu records, more than the limit of %d per VM "
                          "(MAX_RECORDS_PER_VM)",
                          (unsigned long long)n, c->p->max_records);
-    struct dns_record *rs = lua_newuserdatauv(L, (n ? n : 1) * sizeof *rs, 0);
+    if (n == 0) {
+        c->result = POLICY_RECORDS;
+        return 0;
+    }
+    /* straight into the caller's array: no userdata to allocate and copy out of */
+    c->recs = malloc((size_t)n * sizeof *c->recs);
+    if (!c->recs)
+        return call_fail(c, "policy: out of memory for %llu records", (unsigned long long)n);
     for (lua_Unsigned i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, (lua_Integer)i);
-        if (convert_entry(L, c, (lua_Integer)i, &rs[i - 1]) != 0)
+        if (convert_entry(L, c, (lua_Integer)i, &c->recs[i - 1]) != 0)
             return 0;
         lua_pop(L, 1);
     }
     c->n = (size_t)n;
     c->result = POLICY_RECORDS;
-    return 1;
+    return 0;
 }
 
-/* The body of one policy_records call, in protected mode. [-1, +0|+1, e] */
+/* The body of one policy_records call, in protected mode. [-1, +0, e] */
 static int do_records(lua_State *L)
 {
     struct records_call *c = lua_touserdata(L, 1);
@@ -1245,8 +1457,12 @@ static int do_records(lua_State *L)
     lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_POLICY);     /* 1 */
     if (lua_getfield(L, 1, "records") != LUA_TFUNCTION) /* 2 */
         return call_fail(c, "the policy's table no longer has a records function");
-    policy_push_json(L, c->in->vm);
+    push_json_named(L, c->p, c->in->vm);
     push_ctx(L, c->p, c->in);
+    /* anchored in slot 1 so no other table can take its address while the call runs */
+    lua_pushvalue(L, -1);
+    lua_replace(L, 1);
+    c->p->ctx = lua_topointer(L, 1);
     lua_call(L, 2, 1); /* 2: the answer */
     lua_pushnil(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CACHE);
@@ -1270,10 +1486,11 @@ policy_result policy_records(struct policy *p, const struct policy_input *in,
     lua_State *L = p->L;
     int top = lua_gettop(L);
     assert(top == 0); /* nothing survives between calls */
-    struct records_call c = {p, in, POLICY_FAILED, 0, err, errlen};
+    struct records_call c = {p, in, POLICY_FAILED, NULL, 0, err, errlen};
     p->transient = 0;
     p->in = in;
     int st = call_limited(p, do_records, &c, 1);
+    p->ctx = NULL;
     assert(lua_gettop(L) == top + 2); /* the handler, then the answer or the error */
     policy_result res = c.result;
     if (p->transient) {
@@ -1285,15 +1502,11 @@ policy_result policy_records(struct policy *p, const struct policy_input *in,
         describe_failure(p, st == LUA_OK ? LUA_ERRRUN : st, err, errlen);
         res = POLICY_FAILED;
     } else if (res == POLICY_RECORDS && c.n > 0) {
-        *recs = malloc(c.n * sizeof **recs);
-        if (!*recs) {
-            snprintf(err, errlen, "policy: out of memory copying %zu records", c.n);
-            res = POLICY_FAILED;
-        } else {
-            memcpy(*recs, lua_touserdata(L, -1), c.n * sizeof **recs);
-            *n = dns_record_set_normalize(*recs, c.n);
-        }
+        *recs = c.recs;
+        c.recs = NULL;
+        *n = dns_record_set_normalize(*recs, c.n);
     }
+    free(c.recs);
     p->in = NULL;
     lua_settop(L, top);
     if (res == POLICY_FAILED)

@@ -514,6 +514,71 @@ static void test_values(void)
     json_doc_free(ev);
 }
 
+/* ctx.event is built on first read; a ctx kept past its call must not reach the freed event. */
+static void test_lazy_event(void)
+{
+    char err[4096];
+    struct policy_config cfg = base_cfg(write_file(
+        "lazy.lua",
+        "local function want(ok, what) if not ok then error(what, 0) end end\n"
+        "local calls, unread, read = 0, nil, nil\n"
+        "local function stale(c)\n"
+        "  local ok, e = pcall(function() return c.event end)\n"
+        "  want(not ok and e:find('only available during the records', 1, true),\n"
+        "       'stale: ' .. tostring(e))\n"
+        "  local n = 0\n"
+        "  for k in pairs(c) do want(k ~= 'event', 'stale pairs'); n = n + 1 end\n"
+        "  want(n > 0, 'stale pairs sees the rest')\n"
+        "end\n"
+        "return { records = function(vm, ctx)\n"
+        "  calls = calls + 1\n"
+        "  if calls == 1 then unread = ctx return false end\n"
+        "  if calls == 2 then\n"
+        "    stale(unread)\n"
+        "    read = ctx\n"
+        "    local seen = {}\n"
+        "    for k, v in pairs(ctx) do seen[k] = v end\n"
+        "    want(seen.event == ctx.event and seen.trigger == 'event', 'pairs sees the event')\n"
+        "    want(rawget(ctx, 'event') == ctx.event, 'kept after the first read')\n"
+        "    want(ctx.event.event == 'VM.DESTROY' and ctx.event.x == nil, 'event fields')\n"
+        "    want(ctx.event.nested.list[2] == 'b' and #ctx.event.nested.list == 2, 'nested')\n"
+        "    want(json.encode(ctx.event.nested.list) == '[\"a\",\"b\"]', 'json.encode')\n"
+        "    want(ctx.nothing == nil and ctx[1] == nil, 'other keys stay nil')\n"
+        "    return false\n"
+        "  end\n"
+        "  stale(unread)\n"
+        "  want(read.event.event == 'VM.DESTROY', 'an event read in its call stays')\n"
+        "  want(ctx.event == nil and ctx.trigger == 'resync', 'no event')\n"
+        "  local n = 0\n"
+        "  for k in pairs(ctx) do n = n + 1 end\n"
+        "  want(n > 0, 'pairs without event')\n"
+        "  return false\n"
+        "end }\n"));
+    struct policy *p = load(&cfg);
+    json_doc *vm = parse(VM_JSON);
+    json_doc *ev1 = parse("{\"event\":\"VM.CREATE\"}");
+    json_doc *ev2 =
+        parse("{\"event\":\"VM.DESTROY\",\"x\":null,\"nested\":{\"list\":[\"a\",null,\"b\"]}}");
+    struct policy_input in = {.vm = json_root(vm), .event = json_root(ev1), .topic = "cs"};
+    struct dns_record *recs;
+    size_t n;
+    CHECK_INT(policy_records(p, &in, &recs, &n, err, sizeof err), POLICY_UNCHANGED);
+    CHECK_STR(err, "");
+    json_doc_free(ev1); /* as the pipeline does: the event is gone after its call */
+    in.event = json_root(ev2);
+    CHECK_INT(policy_records(p, &in, &recs, &n, err, sizeof err), POLICY_UNCHANGED);
+    CHECK_STR(err, "");
+    in.event = NULL;
+    in.topic = NULL;
+    in.trigger = "resync";
+    CHECK_INT(policy_records(p, &in, &recs, &n, err, sizeof err), POLICY_UNCHANGED);
+    CHECK_STR(err, "");
+    CHECK_INT(policy_stack_top(p), 0);
+    policy_free(p);
+    json_doc_free(vm);
+    json_doc_free(ev2);
+}
+
 static void test_stack_balance(void)
 {
     struct policy_config cfg = base_cfg(NULL);
@@ -1061,6 +1126,7 @@ int main(void)
     test_require();
     test_returns();
     test_values();
+    test_lazy_event();
     test_stack_balance();
     test_cs_call();
     test_escapes();
