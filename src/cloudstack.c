@@ -7,7 +7,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +14,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
+#include "curl_global.h"
 #include "logger.h"
 #include "strmap.h"
 
@@ -182,14 +183,6 @@ struct cloudstack {
     void *observer_ud;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-/* A failure here makes curl_easy_init return NULL, which cloudstack_new reports. */
-static void curl_init_once(void)
-{
-    (void)curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -200,13 +193,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void free_wiped(char *s)
@@ -279,7 +265,7 @@ int cloudstack_new(const struct settings *s, struct cloudstack **out, char *err,
         set_err(err, errlen, "CS_SECRET_KEY: not set or too long (the user's secret key)");
         return -1;
     }
-    pthread_once(&curl_once, curl_init_once);
+    curl_global_once();
     struct cloudstack *cs = calloc(1, sizeof *cs);
     if (!cs)
         goto oom;
@@ -544,7 +530,7 @@ csp_status cloudstack_call(struct cloudstack *cs, const char *command,
         return CSP_PERMANENT;
 
     long timeout_ms = cs->timeout_ms;
-    long long start = now_ms();
+    long long start = clock_ms();
     int by_deadline = 0;
     if (cs->deadline_ms > 0) {
         long long left = cs->deadline_ms - start;
@@ -603,9 +589,9 @@ csp_status cloudstack_call(struct cloudstack *cs, const char *command,
             st == CSP_OK          ? "ok"
             : st == CSP_PERMANENT ? "permanent"
                                   : "transient",
-            cs->body.len, now_ms() - start);
+            cs->body.len, clock_ms() - start);
     if (cs->observer)
-        cs->observer(cs->observer_ud, command, r->http_status, (now_ms() - start) / 1000.0);
+        cs->observer(cs->observer_ud, command, r->http_status, (clock_ms() - start) / 1000.0);
 out:
     /* The URL carries the API key and a signature that stays valid until expires. */
     if (url.buf)

@@ -68,9 +68,9 @@ int http_server_parse_addr(const char *addr, char *host, size_t hostlen, int *po
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "logger.h"
 
 struct http_server {
@@ -82,13 +82,6 @@ struct http_server {
     _Atomic long long last_tick_ms;
     int port;
 };
-
-static long long monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Binds and listens on one address. Returns the socket, or -1 with errno set. */
 static int listen_on(const struct sockaddr *sa, socklen_t salen, int v6only)
@@ -197,7 +190,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
             textbuf_puts(&body, "out of memory\n");
         }
     } else if (strcmp(url, "/healthz") == 0) {
-        long long age = monotonic_ms() - atomic_load(&srv->last_tick_ms);
+        long long age = clock_ms() - atomic_load(&srv->last_tick_ms);
         if (age <= srv->stale_after_ms) {
             textbuf_puts(&body, "ok\n");
         } else {
@@ -254,7 +247,7 @@ int http_server_start(const struct http_server_config *cfg, struct http_server *
     srv->stale_after_ms = (cfg->stale_after_s > 0 ? cfg->stale_after_s : 60) * 1000LL;
     srv->ready = cfg->ready;
     srv->ready_ud = cfg->ready_ud;
-    atomic_store(&srv->last_tick_ms, monotonic_ms());
+    atomic_store(&srv->last_tick_ms, clock_ms());
 
     int fd = bind_addr(host, port, why, sizeof why);
     if (fd < 0) {
@@ -303,7 +296,7 @@ int http_server_port(const struct http_server *srv)
 void http_server_tick(struct http_server *srv)
 {
     if (srv)
-        atomic_store_explicit(&srv->last_tick_ms, monotonic_ms(), memory_order_relaxed);
+        atomic_store_explicit(&srv->last_tick_ms, clock_ms(), memory_order_relaxed);
 }
 
 void http_server_stop(struct http_server *srv)

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "logger.h"
 #include "metrics.h"
 
@@ -32,13 +32,6 @@ struct kafka_source {
     int32_t partition_count; /* 0 until read */
     metrics *metrics;        /* consumer lag from librdkafka's statistics; NULL: not collected */
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -260,7 +253,7 @@ static struct rewind *find_rewind(struct kafka_source *ks, const char *topic, in
 int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg *m, char *err,
                       size_t errlen)
 {
-    long long now = now_ms(), deadline = now + timeout_ms;
+    long long now = clock_ms(), deadline = now + timeout_ms;
     for (;;) {
         long long wait = deadline - now;
         for (size_t i = 0; i < ks->nrewinds; i++) {
@@ -271,7 +264,7 @@ int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg 
                 wait = r->resume_ms - now;
         }
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(ks->rk, wait > 0 ? (int)wait : 0);
-        now = now_ms();
+        now = clock_ms();
         if (!msg) {
             if (now >= deadline)
                 return 0;
@@ -348,7 +341,7 @@ void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backof
         r->paused = 0;
     }
     r->offset = m->offset;
-    r->resume_ms = now_ms() + backoff_ms;
+    r->resume_ms = clock_ms() + backoff_ms;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, m->topic, m->partition)->offset = m->offset;
     rd_kafka_error_t *e = rd_kafka_seek_partitions(ks->rk, l, 5000);

@@ -5,14 +5,14 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "clock.h"
+#include "curl_global.h"
 #include "logger.h"
 #include "textbuf.h"
 
@@ -35,14 +35,6 @@ struct pdns_api {
     char curl_err[CURL_ERROR_SIZE];
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-/* A failure here makes curl_easy_init return NULL, which pdns_api_new reports. */
-static void curl_init_once(void)
-{
-    (void)curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -53,13 +45,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static char *url_host(const char *url)
@@ -145,7 +130,7 @@ csp_status pdns_api_new(const struct settings *s, struct pdns_api **out, char *e
     const char *server_id =
         s->pdns_server_id && *s->pdns_server_id ? s->pdns_server_id : "localhost";
 
-    pthread_once(&curl_once, curl_init_once);
+    curl_global_once();
     struct pdns_api *api = calloc(1, sizeof *api);
     if (!api)
         goto oom;
@@ -319,11 +304,11 @@ csp_status pdns_api_purge(struct pdns_api *api, const char *const *names, size_t
     *purged = 0;
     if (err && errlen)
         err[0] = '\0';
-    long long start = now_ms();
+    long long start = clock_ms();
     csp_status worst = CSP_OK;
     char one_err[512];
     for (size_t i = 0; i < n; i++) {
-        long long left = PURGE_BATCH_BUDGET_MS - (now_ms() - start);
+        long long left = PURGE_BATCH_BUDGET_MS - (clock_ms() - start);
         if (left <= 0) {
             set_err(one_err, sizeof one_err,
                     "PowerDNS API at %s: %zu of %zu purges not sent: the batch's %lld ms were "
@@ -347,6 +332,6 @@ csp_status pdns_api_purge(struct pdns_api *api, const char *const *names, size_t
             worst == CSP_OK          ? "ok"
             : worst == CSP_PERMANENT ? "permanent"
                                      : "transient",
-            now_ms() - start);
+            clock_ms() - start);
     return worst;
 }

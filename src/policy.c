@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <lauxlib.h>
 #include <lua-cjson.h>
 #include <lua.h>
 #include <lualib.h>
 
+#include "clock.h"
 #include "embedded_lua.h"
 #include "logger.h"
 
@@ -92,13 +92,6 @@ struct policy {
     void *spare[SMALL_CLASSES];       /* freed small blocks by size class, linked through */
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* [-0, +0, -] */
 static struct policy *policy_of(lua_State *L)
 {
@@ -154,7 +147,7 @@ static void limit_hook(lua_State *L, lua_Debug *ar)
         p->instructions += HOOK_EVERY;
         if (p->instructions > p->max_instructions)
             trip(p, TRIP_INSTRUCTIONS);
-        else if (now_ms() >= p->deadline_ms)
+        else if (clock_ms() >= p->deadline_ms)
             trip(p, TRIP_DEADLINE);
         else
             return;
@@ -283,7 +276,7 @@ static int call_limited(struct policy *p, lua_CFunction f, void *ud, int nres)
     p->seq++;
     p->tripped = TRIP_NONE;
     p->instructions = 0;
-    p->deadline_ms = now_ms() + p->timeout_ms;
+    p->deadline_ms = clock_ms() + p->timeout_ms;
     p->armed = 1;
     lua_sethook(L, limit_hook, LUA_MASKCOUNT, HOOK_EVERY);
     int st = lua_pcall(L, 1, nres, h);
@@ -739,7 +732,7 @@ static int l_cs_call(lua_State *L)
             return push_cached(L, 6);
         lua_pop(L, 1);
     }
-    if (p->armed && now_ms() >= p->deadline_ms) {
+    if (p->armed && clock_ms() >= p->deadline_ms) {
         trip(p, TRIP_DEADLINE);
         return luaL_error(L, "%s", trip_text(TRIP_DEADLINE));
     }
