@@ -61,13 +61,36 @@ typedef enum resync_vm_outcome (*resync_vm_fn)(void *ud, const char *vm_id, cons
                                                int in_txn, struct resync_plan *plan,
                                                struct pdns_apply_stats *stats);
 
+/* The set-based path (optional, see resync_set_batch_path): one VM of a batch. */
+struct resync_vm {
+    const char *vm_id;
+    const json_value *vm;    /* NULL: the VM no longer exists */
+    struct dns_record *recs; /* want: malloc'ed desired records; the resync frees them */
+    size_t n;
+    int apply;                     /* want: recs are to be written (0: the policy left them) */
+    struct pdns_apply_stats stats; /* the batch's apply for this VM (filled before applied) */
+};
+
+struct resync_batch_path {
+    /* The first half of the per-VM path, writing nothing: fills v->recs, v->n and v->apply.
+     * Returns RESYNC_VM_OK, RESYNC_VM_SKIPPED or RESYNC_VM_RETRY, as resync_vm_fn would. */
+    enum resync_vm_outcome (*want)(void *ud, struct resync_vm *v);
+    /* After the transaction that applied v (with pdns_store_apply_many) committed: v->stats
+     * holds what it did; logs and counts it. */
+    void (*applied)(void *ud, const struct resync_vm *v);
+    /* Applies v's records in a transaction of its own (after the batch's failed), adding the
+     * counts to stats. Returns RESYNC_VM_OK, RESYNC_VM_STORE_RETRY or RESYNC_VM_STORE_FAILED. */
+    enum resync_vm_outcome (*store_one)(void *ud, const struct resync_vm *v,
+                                        struct pdns_apply_stats *stats);
+};
+
 struct resync_config {
     unsigned page_size;     /* VMs per listVirtualMachines page, 1..500 */
     int max_delete_percent; /* refuse removals above this share of the owned records */
     int force;              /* ignore max_delete_percent */
     int dry_run;            /* write nothing: plan every change (the store may be read-only) */
     int progress;           /* draw a progress line on stderr (for a terminal) */
-    unsigned batch;         /* VMs per transaction and per resync_step; 0: 50 */
+    unsigned batch;         /* VMs per transaction and per resync_step; 0: 500 */
     /* Scale-out: when partition_count > 0 the resync handles only the VMs whose id maps, by
      * Kafka's default partitioner (kafka_partition_for_key), to one of partitions[0..
      * npartitions) -- listing, reconciling and removing -- so instances of one consumer group
@@ -103,6 +126,12 @@ struct resync;
 int resync_new(const struct resync_config *cfg, struct cloudstack *cs, struct pdns_store *st,
                resync_vm_fn fn, void *ud, struct resync **out, char *err, size_t errlen);
 void resync_free(struct resync *r);
+
+/* Writes each batch set-based (path's functions, all required): every VM's records are
+ * computed first, then applied with one pdns_store_apply_many and committed, so a batch costs
+ * a handful of round trips; when that fails each VM is applied in a transaction of its own
+ * (store_one). Without it each VM goes through resync_new's fn. Dry runs always use fn. */
+void resync_set_batch_path(struct resync *r, const struct resync_batch_path *path);
 
 /* Does one bounded slice of work -- fetch a page, reconcile one batch of VMs, weigh the
  * removals -- so the caller can interleave its events. Returns 1 while work remains, 0 once

@@ -757,19 +757,14 @@ static void maybe_reload(struct pipeline *p)
 /* A resync that failed in a way that may pass (resync_retry_soon) is tried again this soon, or
  * at RESYNC_INTERVAL when that is shorter. */
 #define RESYNC_RETRY_S 60
+/* run: VMs per resync step. A step holds the events back while it runs, so it stays short
+ * (tens of milliseconds); the `resync` subcommand has no events to wait and takes the
+ * resync's default, a listing page per transaction. */
+#define RESYNC_RUN_BATCH 50
 
-static enum resync_vm_outcome resync_vm(void *ud, const char *vm_id, const json_value *vm,
-                                        int in_txn, struct resync_plan *plan,
-                                        struct pdns_apply_stats *stats)
+static enum resync_vm_outcome resync_outcome(enum rec_result r)
 {
-    struct pipeline *p = ud;
-    p->resync_wrote |= in_txn && !plan;
-    struct reconcile_ctx c = {.trigger = "resync",
-                              .owners = p->owner_cache,
-                              .in_txn = in_txn,
-                              .plan = plan,
-                              .stats = stats};
-    switch (reconcile_vm(p, vm_id, vm, &c)) {
+    switch (r) {
     case REC_DONE:
         return RESYNC_VM_OK;
     case REC_POLICY_FAILED:
@@ -782,6 +777,47 @@ static enum resync_vm_outcome resync_vm(void *ud, const char *vm_id, const json_
         break;
     }
     return RESYNC_VM_STORE_FAILED;
+}
+
+static enum resync_vm_outcome resync_vm(void *ud, const char *vm_id, const json_value *vm,
+                                        int in_txn, struct resync_plan *plan,
+                                        struct pdns_apply_stats *stats)
+{
+    struct pipeline *p = ud;
+    p->resync_wrote |= in_txn && !plan;
+    struct reconcile_ctx c = {.trigger = "resync",
+                              .owners = p->owner_cache,
+                              .in_txn = in_txn,
+                              .plan = plan,
+                              .stats = stats};
+    return resync_outcome(reconcile_vm(p, vm_id, vm, &c));
+}
+
+/* The set-based resync path: the halves of reconcile_vm, with the resync applying a whole
+ * batch between them. */
+static enum resync_vm_outcome resync_want(void *ud, struct resync_vm *v)
+{
+    struct pipeline *p = ud;
+    struct reconcile_ctx c = {.trigger = "resync", .owners = p->owner_cache};
+    return resync_outcome(want_vm(p, v->vm_id, v->vm, &c, &v->recs, &v->n, &v->apply));
+}
+
+static void resync_applied(void *ud, const struct resync_vm *v)
+{
+    struct pipeline *p = ud;
+    /* The resync adds v->stats to its totals itself. */
+    struct reconcile_ctx c = {.trigger = "resync"};
+    p->resync_wrote = 1;
+    metrics_set(p->metrics, METRIC_DB_REACHABLE, 1, NULL);
+    note_applied(p, &c, v->vm_id, v->vm, v->n, &v->stats);
+}
+
+static enum resync_vm_outcome resync_store_one(void *ud, const struct resync_vm *v,
+                                               struct pdns_apply_stats *stats)
+{
+    struct pipeline *p = ud;
+    struct reconcile_ctx c = {.trigger = "resync", .stats = stats};
+    return resync_outcome(store_vm(p, v->vm_id, v->vm, v->recs, v->n, &c));
 }
 
 /* scope: the partitions this instance consumes (run), so instances of one group never resync
@@ -798,6 +834,7 @@ static int resync_begin(struct pipeline *p, int dry_run, int force, int progress
         .force = force || p->s->resync_force,
         .dry_run = dry_run,
         .progress = progress,
+        .batch = scope ? RESYNC_RUN_BATCH : 0,
     };
     if (scope) {
         cfg.partition_count = scope->partition_count;
@@ -813,6 +850,9 @@ static int resync_begin(struct pipeline *p, int dry_run, int force, int progress
         p->owner_cache = NULL;
         return -1;
     }
+    struct resync_batch_path path = {
+        .want = resync_want, .applied = resync_applied, .store_one = resync_store_one};
+    resync_set_batch_path(p->resync, &path);
     return 0;
 }
 
