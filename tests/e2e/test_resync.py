@@ -361,8 +361,13 @@ def startup_and_periodic_resync_in_run():
     # resync is certainly still running while they are processed.
     st.control("faults", {"mode": "delay", "delay_ms": 2000, "count": -1,
                           "commands": ["listVirtualMachines"], "params": {"pagesize": str(PAGE)}})
+    lists = lambda: st.control("state?vms=0")["calls"].get("listVirtualMachines", 0)  # noqa: E731
+    before = lists()
     try:
         st.start_daemon(RESYNC_INTERVAL="3")
+        # The start-up resync waits for the group to assign partitions; the VMs change only once
+        # its first page was asked for, so its listing certainly sees them change.
+        wait_until("the start-up resync's first page", lambda: lists() > before, 60, 0.01)
         live = w.deploy("live-01", group="")
         ip = w.default_nic(live)["ipaddress"]
         wait_until("the live VM's event", lambda: a_rows("live-01") == [("A", ip, "60")], 60)
@@ -396,6 +401,8 @@ def startup_and_periodic_resync_in_run():
 
 
 def event_during_resync_wins():
+    if st.daemon is not None and st.daemon.poll() is None:
+        st.stop_daemon()  # left running by a failed check before this one
     victim = w.deploy("victim-01", group="")
     ip = w.default_nic(victim)["ipaddress"]
     # One page holds every VM, applied in batches with events in between.
