@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cloudstack.h"
 #include "cs_event.h"
 #include "http_server.h"
@@ -178,13 +179,6 @@ void pipeline_free(struct pipeline *p)
     cloudstack_free(p->cs);
     metrics_free(p->metrics);
     free(p);
-}
-
-static long long monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void sleep_ms(int ms)
@@ -357,7 +351,7 @@ static csp_status lookup_owner(struct pipeline *p, struct owner_cache *cache, en
     char key[400];
     void *hit;
     struct owner_entry *e = NULL, fresh = {0};
-    long long now = monotonic_ms();
+    long long now = clock_ms();
     if (!cache ||
         snprintf(key, sizeof key, "%c:%s/%s", (char)kind, a, b ? b : "") >= (int)sizeof key)
         return lookup_owner_now(p, kind, a, b, r, obj, err, errlen);
@@ -480,7 +474,7 @@ static enum desire desire_vm(struct pipeline *p, const json_value *vm,
     *stage = "policy";
     /* The policy's own cs.call requests must end within the policy's time budget. */
     if (p->cs)
-        cloudstack_set_deadline(p->cs, monotonic_ms() + p->s->policy_timeout_ms);
+        cloudstack_set_deadline(p->cs, clock_ms() + p->s->policy_timeout_ms);
     policy_result pr = policy_records(p->policy, &in, recs, n, err, errlen);
     if (p->cs)
         cloudstack_set_deadline(p->cs, 0);
@@ -607,7 +601,7 @@ static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const jso
     struct pdns_apply_stats stats = {0};
     const char *later = c->ev ? "will retry" : "skipped in this resync";
     csp_status st;
-    long long t0 = monotonic_ms();
+    long long t0 = clock_ms();
 
     who_asked(c, what, sizeof what);
     if (c->plan)
@@ -619,8 +613,8 @@ static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const jso
     if (!c->plan) {
         metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
         if (!c->in_txn)
-            metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION,
-                            (monotonic_ms() - t0) / 1000.0, NULL);
+            metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (clock_ms() - t0) / 1000.0,
+                            NULL);
     }
     if (st == CSP_TRANSIENT) {
         rlog(c, LOG_LVL_WARN, "store", "vm=%s%s: database %s failed, %s: %s", vm_id,
@@ -932,7 +926,7 @@ static int assignment_changed(struct pipeline *p)
 /* run: starts the resync when it is due and gives it its steps between events. */
 static void resync_tick(struct pipeline *p, int had_event)
 {
-    long long now = monotonic_ms();
+    long long now = clock_ms();
     if (!p->resync) {
         if (p->next_resync_ms && now >= p->next_resync_ms)
             resync_start(p, now);
@@ -957,7 +951,7 @@ static void resync_tick(struct pipeline *p, int had_event)
     /* A transaction the step rolled back left no names (they are kept only after a commit). */
     if (p->resync_wrote)
         purge_changed(p);
-    p->last_step_ms = monotonic_ms();
+    p->last_step_ms = clock_ms();
     if (more)
         return;
     if (resync_result(p->resync, NULL, 0) == RESYNC_CONVERGED)
@@ -968,7 +962,7 @@ static void resync_tick(struct pipeline *p, int had_event)
      * RESYNC_INTERVAL, so a large cloud is not listed again and again. */
     if (resync_retry_soon(p->resync) && wait_s > RESYNC_RETRY_S)
         wait_s = RESYNC_RETRY_S;
-    p->next_resync_ms = monotonic_ms() + wait_s * 1000;
+    p->next_resync_ms = clock_ms() + wait_s * 1000;
     log_msg(LOG_LVL_DEBUG, "resync", "next resync in %lld s", wait_s);
     resync_end(p);
 }
@@ -1443,11 +1437,10 @@ static void batch_write(struct pipeline *p, struct batch *b)
         free(order);
         return;
     }
-    long long t0 = monotonic_ms();
+    long long t0 = clock_ms();
     csp_status st = batch_store(p, b, order, n, err, sizeof err);
     metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
-    metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (monotonic_ms() - t0) / 1000.0,
-                    NULL);
+    metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (clock_ms() - t0) / 1000.0, NULL);
     if (st == CSP_OK) {
         metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)n, NULL);
         purge_changed(p);
@@ -1554,9 +1547,9 @@ static void batch_process(struct pipeline *p, struct kafka_source *ks, struct ba
 static int batch_fill(struct pipeline *p, struct kafka_source *ks, struct batch *b, char *err,
                       size_t errlen)
 {
-    long long deadline = monotonic_ms() + p->s->batch_max_wait_ms;
+    long long deadline = clock_ms() + p->s->batch_max_wait_ms;
     while (b->n < b->cap && !p->sig->stop) {
-        long long left = deadline - monotonic_ms();
+        long long left = deadline - clock_ms();
         int got = kafka_source_poll(ks, left > 0 ? (int)left : 0, &b->items[b->n].m, err, errlen);
         if (got < 0)
             return -1;
@@ -1596,7 +1589,7 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
             p->s->kafka_group);
     rc = PIPELINE_EXIT_OK;
     /* The start-up resync heals whatever changed while cs-pdns was not running. */
-    p->next_resync_ms = p->s->resync_interval_s > 0 ? monotonic_ms() : 0;
+    p->next_resync_ms = p->s->resync_interval_s > 0 ? clock_ms() : 0;
     while (!p->sig->stop) {
         maybe_reload(p);
         http_server_tick(p->http);

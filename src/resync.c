@@ -9,8 +9,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "kafka_partition.h"
 #include "logger.h"
 #include "strmap.h"
@@ -276,13 +276,6 @@ struct resync {
     long long t0, last_draw;
 };
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int resync_guard_allows(unsigned long remove, unsigned long owned, int max_percent, int force)
 {
     if (force || remove == 0)
@@ -373,7 +366,7 @@ int resync_new(const struct resync_config *cfg, struct cloudstack *cs, struct pd
         resync_free(r);
         return -1;
     }
-    r->t0 = now_ms();
+    r->t0 = clock_ms();
     if (r->cfg.partition_count > 0) {
         char parts[256];
         format_partitions(&r->cfg, parts, sizeof parts);
@@ -441,7 +434,7 @@ set_result(struct resync *r, enum resync_result res, const char *fmt, ...)
 
 static void draw_progress(struct resync *r, int final)
 {
-    long long now = now_ms();
+    long long now = clock_ms();
     if (!r->cfg.progress || (!final && now - r->last_draw < PROGRESS_EVERY_MS))
         return;
     r->last_draw = now;
@@ -769,7 +762,7 @@ static void finish(struct resync *r)
     if (r->result == RESYNC_CONVERGED && s->vms_failed > 0)
         set_result(r, RESYNC_INCOMPLETE, "%zu VMs could not be reconciled (see the log)",
                    s->vms_failed);
-    r->stats.seconds = (double)(now_ms() - r->t0) / 1000.0;
+    r->stats.seconds = (double)(clock_ms() - r->t0) / 1000.0;
     draw_progress(r, 1);
     char scope[320] = "";
     if (r->cfg.partition_count > 0) {
