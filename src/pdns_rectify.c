@@ -61,6 +61,7 @@ struct ctx {
     size_t nr, rcap;
     char **dnames; /* delegations (non-apex NS owners) found below scanned names, sorted */
     size_t nd, dcap;
+    int any_ns;      /* some node is a delegation; without it and dnames none is */
     struct upd *upd; /* writes, gathered so that each kind goes out in few statements */
     size_t nu, ucap;
     const struct node **del, **ins;
@@ -274,6 +275,8 @@ static int is_deleg(struct ctx *c, const char *name)
 /* Whether a delegation sits at name (when self) or at an ancestor strictly below the apex. */
 static int under_deleg(struct ctx *c, const char *name, int self)
 {
+    if (!c->any_ns && !c->nd)
+        return 0;
     for (const char *a = self ? name : parent(name); a && strcmp(a, c->zone); a = parent(a))
         if (is_deleg(c, a))
             return 1;
@@ -518,6 +521,8 @@ static csp_status read_rows(struct ctx *c)
         c->nodes[c->rows[j].node].r0 = j;
         c->nodes[c->rows[j].node].rn++;
     }
+    for (size_t i = 0; i < c->nn; i++)
+        c->any_ns |= c->nodes[i].has_ns;
     return CSP_OK;
 }
 
@@ -530,6 +535,9 @@ static void note_below(struct ctx *c, const char *p, int auth, int elig)
         struct node *e = find_node(c, a);
         if (!e || e->real || e->apex)
             continue;
+        /* Whoever set e's flags set them on every ancestor too. */
+        if (e->d_exists && (e->d_auth | auth) == e->d_auth && (e->d_elig | elig) == e->d_elig)
+            break;
         e->d_exists = 1;
         e->d_auth |= auth;
         e->d_elig |= elig;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "dns_name.h"
@@ -114,8 +115,8 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_INSERT] = "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, "
                  "ordername, auth) SELECT j.d, j.n, j.t, j.c, j.ttl, 0, 0, NULL, 1 FROM " JT_RECS
                  " ORDER BY j.k",
-    /* The new rows' ids: AUTO_INCREMENT need not hand out consecutive ids, so they are read back
-     * by content, among rows no older than the first id of the insert. */
+    /* The new rows' ids where AUTO_INCREMENT need not hand them out consecutively (see
+     * db_collations): read back by content, among rows no older than the first id of the insert. */
     [Q_NEW_IDS] = "SELECT j.k, r.id, r.name, r.content FROM " JT_RECS
                   " STRAIGHT_JOIN records r ON " SAME_ROW " WHERE r.id >= ?",
     [Q_OWN] = "INSERT INTO cspdns_record (record_id, vm_id) SELECT j.id, j.v FROM JSON_TABLE(?, "
@@ -177,6 +178,9 @@ struct pdns_store {
     struct strmap *zmap;
     long long zsig[3];
     int zloaded, zchecked;
+    /* Ids one INSERT ... SELECT hands out are consecutive, this far apart (0: they need not be,
+     * so the new rows' ids are read back). */
+    long long id_step;
 };
 
 struct param {
@@ -467,7 +471,10 @@ static int collation_ok(const char *s)
 }
 
 /* The collations of records.name and cspdns_record.vm_id (a TEMPORARY stand-in is not in
- * information_schema; it has the database's default). */
+ * information_schema; it has the database's default), and st->id_step. InnoDB with
+ * innodb_autoinc_lock_mode 0 or 1 holds the table's AUTO-INC lock for a whole INSERT ... SELECT,
+ * so its ids are consecutive (auto_increment_increment apart); mode 2 (interleaved, as Galera
+ * needs) and other engines promise nothing. */
 static csp_status db_collations(struct pdns_store *st, char *rec, char *vm, char *err,
                                 size_t errlen)
 {
@@ -475,7 +482,9 @@ static csp_status db_collations(struct pdns_store *st, char *rec, char *vm, char
         "SELECT (SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
         "DATABASE() AND TABLE_NAME = 'records' AND COLUMN_NAME = 'name'), COALESCE((SELECT "
         "COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND "
-        "TABLE_NAME = 'cspdns_record' AND COLUMN_NAME = 'vm_id'), @@collation_database)";
+        "TABLE_NAME = 'cspdns_record' AND COLUMN_NAME = 'vm_id'), @@collation_database), "
+        "@@innodb_autoinc_lock_mode, @@auto_increment_increment, (SELECT ENGINE FROM "
+        "information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'records')";
     if (mysql_query(st->conn, sql))
         return conn_fail(st, 0, err, errlen, "reading the tables' collations");
     MYSQL_RES *res = mysql_store_result(st->conn);
@@ -484,6 +493,9 @@ static csp_status db_collations(struct pdns_store *st, char *rec, char *vm, char
     MYSQL_ROW row = mysql_fetch_row(res);
     snprintf(rec, COLLATION_BUFSZ, "%s", row && row[0] ? row[0] : "");
     snprintf(vm, COLLATION_BUFSZ, "%s", row && row[1] ? row[1] : "");
+    st->id_step = 0;
+    if (row && row[2] && row[3] && row[4] && atoi(row[2]) <= 1 && !strcasecmp(row[4], "InnoDB"))
+        st->id_step = atoll(row[3]) > 0 ? atoll(row[3]) : 0;
     mysql_free_result(res);
     if (!collation_ok(rec) || !collation_ok(vm))
         return plain_fail(CSP_PERMANENT, err, errlen,
@@ -1722,6 +1734,26 @@ static csp_status read_new_ids(struct pdns_store *st, struct batch *b, long long
     return s;
 }
 
+/* The ids of the rows just inserted: counted from the first when the server promises
+ * consecutive ids and every row went in (Q_INSERT's ORDER BY j.k inserts them in row order, so
+ * it fixes which row gets which id), read back otherwise. */
+static csp_status new_ids(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
+{
+    long long first = (long long)mysql_stmt_insert_id(st->q[Q_INSERT]);
+    unsigned long long nfresh = 0;
+
+    for (size_t i = 0; i < b->nrows; i++)
+        nfresh += b->rows[i].fresh != 0;
+    if (!st->id_step || first <= 0 || mysql_stmt_affected_rows(st->q[Q_INSERT]) != nfresh)
+        return read_new_ids(st, b, first, err, errlen);
+    for (size_t i = 0; i < b->nrows; i++)
+        if (b->rows[i].fresh) {
+            b->rows[i].id = first;
+            first += st->id_step;
+        }
+    return CSP_OK;
+}
+
 static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
 {
     csp_status rc = CSP_OK;
@@ -1767,7 +1799,7 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
     if (rc == CSP_OK && !js_close(b)) {
         rc = js_exec(st, b, Q_INSERT, NULL, "inserting records", err, errlen);
         if (rc == CSP_OK)
-            rc = read_new_ids(st, b, (long long)mysql_stmt_insert_id(st->q[Q_INSERT]), err, errlen);
+            rc = new_ids(st, b, err, errlen);
     }
 
     js_open(b);
