@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -59,19 +60,45 @@ def make_vm(w, i, acme=None):
     return vm
 
 
+def hwm_kb(pid):
+    """VmHWM (peak RSS) of a running process in KB, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_resync(st, *args):
-    """Runs cs-pdns resync; returns (seconds, peak RSS in MiB, stdout, CPU seconds)."""
+    """Runs cs-pdns resync; returns (seconds, peak RSS in MiB, stdout, CPU seconds).
+
+    The peak is cs-pdns's own VmHWM, sampled until it exits: wait4's ru_maxrss would also count
+    the pages the child shared with this (possibly large) Python process before exec."""
     env = st.daemon_env(LOG_LEVEL="info")
     log = open(os.path.join(st.workdir, "resync.log"), "ab")
     t0 = time.monotonic()
     p = subprocess.Popen([st.bin, "resync", *args], env=env, stdout=subprocess.PIPE, stderr=log)
+    peak, done = [0], threading.Event()
+
+    def sample():  # never waits for the child: wait4 below must be the one to reap it
+        while not done.is_set():
+            peak[0] = max(peak[0], hwm_kb(p.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     out = p.stdout.read().decode()
+    done.set()
+    sampler.join()
     _, status, usage = os.wait4(p.pid, 0)
     seconds = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         sys.exit(f"resync {' '.join(args)} exited {p.returncode}:\n{out}\n(see {log.name})")
-    return seconds, usage.ru_maxrss / 1024.0, out, usage.ru_utime + usage.ru_stime
+    return seconds, peak[0] / 1024.0, out, usage.ru_utime + usage.ru_stime
 
 
 def cpu_s(pid):
