@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "clock.h"
-#include "curl_global.h"
+#include "http_client.h"
 #include "logger.h"
 #include "strmap.h"
 
@@ -227,20 +227,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return textbuf_append(&cs->body, data, n) == 0 ? n : 0;
 }
 
-/* Copies host[:port] out of scheme://[userinfo@]host[:port]/path. */
-static char *endpoint_host(const char *endpoint)
-{
-    const char *h = strstr(endpoint, "://");
-    h = h ? h + 3 : endpoint;
-    size_t len = strcspn(h, "/?#");
-    const char *at = memchr(h, '@', len);
-    if (at) {
-        len -= (size_t)(at + 1 - h);
-        h = at + 1;
-    }
-    return strndup(h, len);
-}
-
 int cloudstack_new(const struct settings *s, struct cloudstack **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -265,13 +251,13 @@ int cloudstack_new(const struct settings *s, struct cloudstack **out, char *err,
         set_err(err, errlen, "CS_SECRET_KEY: not set or too long (the user's secret key)");
         return -1;
     }
-    curl_global_once();
+    http_client_global_init();
     struct cloudstack *cs = calloc(1, sizeof *cs);
     if (!cs)
         goto oom;
     cs->timeout_ms = s->cs_timeout_ms > 0 ? s->cs_timeout_ms : 10000;
     cs->endpoint = strdup(s->cs_endpoint);
-    cs->host = endpoint_host(s->cs_endpoint);
+    cs->host = http_client_url_host(s->cs_endpoint);
     cs->api_key = strdup(s->cs_api_key);
     cs->secret = strdup(s->cs_secret_key);
     cs->curl = curl_easy_init();

@@ -12,7 +12,7 @@
 #include <strings.h>
 
 #include "clock.h"
-#include "curl_global.h"
+#include "http_client.h"
 #include "logger.h"
 #include "textbuf.h"
 
@@ -45,19 +45,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-static char *url_host(const char *url)
-{
-    const char *h = strstr(url, "://");
-    h = h ? h + 3 : url;
-    size_t len = strcspn(h, "/?#");
-    const char *at = memchr(h, '@', len);
-    if (at) {
-        len -= (size_t)(at + 1 - h);
-        h = at + 1;
-    }
-    return strndup(h, len);
 }
 
 /* The answer is read only to bound it: its status code says all the caller needs. */
@@ -130,7 +117,7 @@ csp_status pdns_api_new(const struct settings *s, struct pdns_api **out, char *e
     const char *server_id =
         s->pdns_server_id && *s->pdns_server_id ? s->pdns_server_id : "localhost";
 
-    curl_global_once();
+    http_client_global_init();
     struct pdns_api *api = calloc(1, sizeof *api);
     if (!api)
         goto oom;
@@ -140,7 +127,7 @@ csp_status pdns_api_new(const struct settings *s, struct pdns_api **out, char *e
         pdns_api_free(api);
         return CSP_PERMANENT;
     }
-    api->host = url_host(s->pdns_api_url);
+    api->host = http_client_url_host(s->pdns_api_url);
     api->server_id = strdup(server_id);
     if (!api->host || !api->server_id || build_flush_url(api, s->pdns_api_url, server_id) != 0)
         goto oom;
