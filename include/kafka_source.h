@@ -47,8 +47,16 @@ void kafka_source_done(struct kafka_source *ks, struct kafka_msg *m);
 void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backoff_ms);
 
 /* Releases m without making its offset committable: for messages fetched after one of the same
- * partition that was handed to kafka_source_retry (the rewind delivers them again). */
+ * partition that was handed to kafka_source_retry (the rewind delivers them again), and for
+ * messages of a partition being revoked (its next owner starts from the committed offset). */
 void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m);
+
+/* Called from inside kafka_source_poll (or _close) when the group takes partitions[0..n) of
+ * KAFKA_TOPIC away, before their offsets are committed: the caller finishes what it applied
+ * from them (so it is committed) and drops messages of theirs it holds without having applied
+ * them (kafka_source_release; the next owner starts from the committed offset). */
+typedef void (*kafka_revoke_fn)(void *ud, const int32_t *partitions, size_t n);
+void kafka_source_on_revoke(struct kafka_source *ks, kafka_revoke_fn fn, void *ud);
 
 /* The partitions of the topic currently assigned to this instance, sorted, in parts[0..*n)
  * (at most max), and how many partitions the topic has in *partition_count (0 while unknown).

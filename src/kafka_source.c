@@ -31,6 +31,8 @@ struct kafka_source {
     unsigned count_gen;      /* the generation partition_count was read in */
     int32_t partition_count; /* 0 until read */
     metrics *metrics;        /* consumer lag from librdkafka's statistics; NULL: not collected */
+    kafka_revoke_fn on_revoke;
+    void *revoke_ud;
 };
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -102,6 +104,18 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         return;
     }
     log_msg(LOG_LVL_INFO, "kafka", "revoked %d partition(s)", parts->cnt);
+    if (ks->on_revoke && parts->cnt > 0) {
+        int32_t *ids = malloc((size_t)parts->cnt * sizeof *ids);
+        if (!ids) {
+            /* Work on these partitions could land after another member took them over. */
+            log_msg(LOG_LVL_ERROR, "kafka", "out of memory while partitions are revoked; aborting");
+            abort();
+        }
+        for (int i = 0; i < parts->cnt; i++)
+            ids[i] = parts->elems[i].partition;
+        ks->on_revoke(ks->revoke_ud, ids, (size_t)parts->cnt);
+        free(ids);
+    }
     /* Commit what we finished before another member takes these partitions over. */
     rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -357,6 +371,12 @@ void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backof
     set_paused(ks, r, 1);
     rd_kafka_message_destroy(msg);
     m->handle = NULL;
+}
+
+void kafka_source_on_revoke(struct kafka_source *ks, kafka_revoke_fn fn, void *ud)
+{
+    ks->on_revoke = fn;
+    ks->revoke_ud = ud;
 }
 
 void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m)

@@ -20,6 +20,7 @@
 #include "pdns_store.h"
 #include "policy.h"
 #include "resync.h"
+#include "store_writer.h"
 #include "strmap.h"
 
 /* Most owner lookups the events' cache keeps (about 4 KB each). */
@@ -58,7 +59,12 @@ struct pipeline {
      * resync in progress was scoped to. */
     struct kafka_source *ks;
     unsigned resync_generation;
-    struct batch *batch;      /* run: the messages in hand */
+    /* run: while one batch's transaction runs on the writer thread (writing), the next is
+     * gathered and named (filling); the two swap when the write completed. */
+    struct batch *batches[2];
+    struct batch *filling;
+    struct batch *writing; /* NULL: no transaction in flight */
+    struct store_write write;
     metrics *metrics;         /* always kept; served on METRICS_ADDR when that is set */
     struct http_server *http; /* NULL unless METRICS_ADDR is set */
 };
@@ -171,7 +177,8 @@ void pipeline_free(struct pipeline *p)
     resync_free(p->resync);
     owner_cache_free(p->owner_cache);
     owner_cache_free(p->event_owners);
-    batch_free(p->batch);
+    batch_free(p->batches[0]);
+    batch_free(p->batches[1]);
     free(p->failures);
     pdns_store_free(p->store);
     pdns_api_free(p->api);
@@ -1204,6 +1211,9 @@ struct batch_part {
     size_t first;
     size_t cut;
     int has_cut;
+    /* The batch before cut this partition while this one was prepared: every item is released
+     * (that retry's rewind delivers them again). has_cut is set with cut = first. */
+    int dropped;
 };
 
 struct batch {
@@ -1215,6 +1225,12 @@ struct batch {
     struct batch_part *parts;
     size_t nparts;
     struct strmap *vm_index; /* vm_id -> 1 + index into vms */
+    int prepared;            /* decoded and named: parts and vms are filled */
+    /* The VMs to write (indexes into vms, in the order of their last events) and what the
+     * writer is handed for them. */
+    size_t *order;
+    struct pdns_vm_records *set;
+    size_t nwrite;
 };
 
 static void batch_free(struct batch *b)
@@ -1224,6 +1240,8 @@ static void batch_free(struct batch *b)
     free(b->items);
     free(b->vms);
     free(b->parts);
+    free(b->order);
+    free(b->set);
     strmap_free(b->vm_index, NULL);
     free(b);
 }
@@ -1237,7 +1255,10 @@ static int batch_new(size_t cap, struct batch **out)
     b->items = calloc(cap, sizeof *b->items);
     b->vms = calloc(cap, sizeof *b->vms);
     b->parts = calloc(cap, sizeof *b->parts);
-    if (!b->items || !b->vms || !b->parts || strmap_new(&b->vm_index) != 0) {
+    b->order = calloc(cap, sizeof *b->order);
+    b->set = calloc(cap, sizeof *b->set);
+    if (!b->items || !b->vms || !b->parts || !b->order || !b->set ||
+        strmap_new(&b->vm_index) != 0) {
         batch_free(b);
         return -1;
     }
@@ -1366,40 +1387,12 @@ static size_t batch_writes(struct batch *b, size_t *order)
     return n;
 }
 
-/* Every write of the batch in one transaction, with set-based statements. */
-static csp_status batch_store(struct pipeline *p, struct batch *b, const size_t *order, size_t n,
-                              char *err, size_t errlen)
-{
-    struct pdns_apply_stats total = {0};
-    struct pdns_vm_records *set = calloc(n, sizeof *set);
-    if (!set) {
-        snprintf(err, errlen, "out of memory");
-        return CSP_TRANSIENT;
-    }
-    for (size_t k = 0; k < n; k++) {
-        struct batch_vm *bv = &b->vms[order[k]];
-        set[k] = (struct pdns_vm_records){
-            .vm_id = b->items[bv->last].ev.vm_id, .recs = bv->recs, .n = bv->n};
-    }
-    csp_status st = pdns_store_begin(p->store, err, errlen);
-    if (st == CSP_OK)
-        st = pdns_store_apply_many(p->store, set, n, err, errlen);
-    if (st == CSP_OK)
-        st = pdns_store_commit(p->store, &total, err, errlen);
-    if (st != CSP_OK)
-        pdns_store_rollback(p->store);
-    for (size_t k = 0; k < n && st == CSP_OK; k++)
-        b->vms[order[k]].stats = set[k].stats;
-    free(set);
-    return st;
-}
-
 /* The database refused some change of the batch: one VM per transaction finds it, and the
  * others land. */
-static void batch_store_each(struct pipeline *p, struct batch *b, const size_t *order, size_t n)
+static void batch_store_each(struct pipeline *p, struct batch *b)
 {
-    for (size_t k = 0; k < n; k++) {
-        struct batch_vm *bv = &b->vms[order[k]];
+    for (size_t k = 0; k < b->nwrite; k++) {
+        struct batch_vm *bv = &b->vms[b->order[k]];
         struct batch_item *it = &b->items[bv->last];
         struct pos at = item_pos(it);
         if (batch_is_cut(b, bv->last))
@@ -1422,51 +1415,18 @@ static void batch_store_each(struct pipeline *p, struct batch *b, const size_t *
     }
 }
 
-static void batch_write(struct pipeline *p, struct batch *b)
+/* Decodes the batch, then names each VM by its last event (the policy; CloudStack when the event
+ * did not carry the VM). Touches neither the store nor the consumer. */
+static void batch_prepare(struct pipeline *p, struct batch *b)
 {
-    char err[4096];
-    size_t *order = malloc((b->nvms ? b->nvms : 1) * sizeof *order);
-    if (!order) {
-        log_msg(LOG_LVL_WARN, "pipeline", "out of memory writing a batch, will retry");
-        for (size_t k = 0; k < b->nparts; k++)
-            batch_cut(b, b->parts[k].first);
-        return;
+    for (size_t i = 0; i < b->n; i++)
+        batch_decode(b, i);
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        if (it->vm >= 0 && b->vms[it->vm].last == i && !batch_is_cut(b, i))
+            batch_want(p, b, i);
     }
-    size_t n = batch_writes(b, order);
-    if (n == 0) {
-        free(order);
-        return;
-    }
-    long long t0 = clock_ms();
-    csp_status st = batch_store(p, b, order, n, err, sizeof err);
-    metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
-    metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (clock_ms() - t0) / 1000.0, NULL);
-    if (st == CSP_OK) {
-        metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)n, NULL);
-        purge_changed(p);
-        for (size_t k = 0; k < n; k++) {
-            struct batch_vm *bv = &b->vms[order[k]];
-            struct batch_item *it = &b->items[bv->last];
-            struct pos at = item_pos(it);
-            struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
-            bv->applied = 1;
-            note_applied(p, &c, it->ev.vm_id, bv->vm, bv->n, &bv->stats);
-        }
-    } else if (st == CSP_TRANSIENT) {
-        /* Nothing of the batch was written: every partition comes again from its start. */
-        log_msg(LOG_LVL_WARN, "store",
-                "database change of a batch of %zu VMs (%zu messages) failed, will retry: %s", n,
-                b->n, err);
-        for (size_t k = 0; k < b->nparts; k++)
-            batch_cut(b, b->parts[k].first);
-    } else {
-        log_msg(LOG_LVL_WARN, "store",
-                "database refused a change in a batch of %zu VMs; applying them one per "
-                "transaction to find it: %s",
-                n, err);
-        batch_store_each(p, b, order, n);
-    }
-    free(order);
+    b->prepared = 1;
 }
 
 /* After the batch: each message committed, retried or released, in order. */
@@ -1475,7 +1435,7 @@ static void batch_finish(struct pipeline *p, struct kafka_source *ks, struct bat
     for (size_t i = 0; i < b->n; i++) {
         struct batch_item *it = &b->items[i];
         struct batch_part *bp = batch_part_of(b, i);
-        if (bp->has_cut && i > bp->cut) {
+        if (bp->has_cut && (i > bp->cut || bp->dropped)) {
             kafka_source_release(ks, &it->m);
             continue;
         }
@@ -1520,44 +1480,143 @@ static void batch_clear(struct batch *b)
         free(b->vms[k].recs);
     }
     strmap_clear(b->vm_index, NULL);
-    b->n = b->nvms = b->nparts = 0;
+    b->n = b->nvms = b->nparts = b->nwrite = 0;
+    b->prepared = 0;
 }
 
-/* Decode, the records of each VM's last event, one transaction, then the offsets. Offsets become
- * committable only after the transaction committed. */
-static void batch_process(struct pipeline *p, struct kafka_source *ks, struct batch *b)
+/* The messages of the batch being gathered on these partitions will not be applied: a batch
+ * before it cut them (its retry rewinds them), or the group took them away. Gathered only:
+ * they are released now, and whatever the consumer delivers later is kept. Prepared: their
+ * partitions are dropped, released by batch_finish. */
+static void batch_drop(struct pipeline *p, struct batch *b, const int32_t *partitions, size_t n)
 {
-    for (size_t i = 0; i < b->n; i++)
-        batch_decode(b, i);
-    for (size_t i = 0; i < b->n; i++) {
-        struct batch_item *it = &b->items[i];
-        if (it->vm >= 0 && b->vms[it->vm].last == i && !batch_is_cut(b, i))
-            batch_want(p, b, i);
+    if (b->prepared) {
+        for (size_t k = 0; k < b->nparts; k++)
+            for (size_t j = 0; j < n; j++)
+                if (b->parts[k].partition == partitions[j]) {
+                    b->parts[k].dropped = b->parts[k].has_cut = 1;
+                    b->parts[k].cut = b->parts[k].first;
+                }
+        return;
     }
-    batch_write(p, b);
+    size_t kept = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        int drop = 0;
+        for (size_t j = 0; j < n && !drop; j++)
+            drop = b->items[i].m.partition == partitions[j];
+        if (drop)
+            kafka_source_release(p->ks, &b->items[i].m);
+        else
+            b->items[kept++] = b->items[i];
+    }
+    b->n = kept;
+}
+
+/* The write in flight, if any, is waited for and finished: log lines, cache purge, offsets,
+ * retries. Partitions it cut are dropped from the batch being gathered. */
+static void batch_complete(struct pipeline *p)
+{
+    struct batch *b = p->writing;
+    if (!b)
+        return;
+    p->writing = NULL;
+    csp_status st = store_writer_wait(&p->write);
+    metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
+    metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, p->write.ms / 1000.0, NULL);
+    if (st == CSP_OK) {
+        metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)b->nwrite, NULL);
+        purge_changed(p);
+        for (size_t k = 0; k < b->nwrite; k++) {
+            struct batch_vm *bv = &b->vms[b->order[k]];
+            struct batch_item *it = &b->items[bv->last];
+            struct pos at = item_pos(it);
+            struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
+            bv->applied = 1;
+            bv->stats = b->set[k].stats;
+            note_applied(p, &c, it->ev.vm_id, bv->vm, bv->n, &bv->stats);
+        }
+    } else if (st == CSP_TRANSIENT) {
+        /* Nothing of the batch was written: every partition comes again from its start. */
+        log_msg(LOG_LVL_WARN, "store",
+                "database change of a batch of %zu VMs (%zu messages) failed, will retry: %s",
+                b->nwrite, b->n, p->write.err);
+        for (size_t k = 0; k < b->nparts; k++)
+            batch_cut(b, b->parts[k].first);
+    } else {
+        log_msg(LOG_LVL_WARN, "store",
+                "database refused a change in a batch of %zu VMs; applying them one per "
+                "transaction to find it: %s",
+                b->nwrite, p->write.err);
+        batch_store_each(p, b);
+    }
     /* A resync in progress must not apply an older listed state of these VMs over this. */
     for (size_t k = 0; k < b->nvms && p->resync; k++)
         resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
-    batch_finish(p, ks, b);
+    batch_finish(p, p->ks, b);
+    for (size_t k = 0; k < b->nparts; k++)
+        if (b->parts[k].has_cut)
+            batch_drop(p, p->filling, &b->parts[k].partition, 1);
     batch_clear(b);
 }
 
+/* Hands the prepared batch to the writer thread (the write before it has completed); a batch
+ * with nothing to write is finished at once. Offsets become committable only after its
+ * transaction committed. */
+static void batch_write_start(struct pipeline *p)
+{
+    struct batch *b = p->filling;
+    b->nwrite = batch_writes(b, b->order);
+    for (size_t k = 0; k < b->nwrite; k++) {
+        struct batch_vm *bv = &b->vms[b->order[k]];
+        b->set[k] = (struct pdns_vm_records){
+            .vm_id = b->items[bv->last].ev.vm_id, .recs = bv->recs, .n = bv->n};
+    }
+    p->filling = p->batches[p->filling == p->batches[0]];
+    if (b->nwrite == 0) {
+        for (size_t k = 0; k < b->nvms && p->resync; k++)
+            resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
+        batch_finish(p, p->ks, b);
+        batch_clear(b);
+        return;
+    }
+    store_writer_start(&p->write, p->store, b->set, b->nwrite);
+    p->writing = b;
+}
+
+/* The group takes partitions away: what was written from them is finished (and so committed
+ * with the revocation), what was only gathered is dropped for their next owner. */
+static void on_revoke(void *ud, const int32_t *partitions, size_t n)
+{
+    struct pipeline *p = ud;
+    batch_complete(p);
+    batch_drop(p, p->filling, partitions, n);
+}
+
 /* Fills the batch after its first message: no wait while messages are queued, at most
- * BATCH_MAX_WAIT_MS in all. Returns 0, or -1 on a fatal consumer error (err says which). */
-static int batch_fill(struct pipeline *p, struct kafka_source *ks, struct batch *b, char *err,
-                      size_t errlen)
+ * BATCH_MAX_WAIT_MS in all. Returns 0, or -1 on a fatal consumer error (err says which). A
+ * revocation during a poll may take messages out of the batch (on_revoke). */
+static int batch_fill(struct pipeline *p, struct batch *b, char *err, size_t errlen)
 {
     long long deadline = clock_ms() + p->s->batch_max_wait_ms;
     while (b->n < b->cap && !p->sig->stop) {
         long long left = deadline - clock_ms();
-        int got = kafka_source_poll(ks, left > 0 ? (int)left : 0, &b->items[b->n].m, err, errlen);
+        struct kafka_msg m;
+        int got = kafka_source_poll(p->ks, left > 0 ? (int)left : 0, &m, err, errlen);
         if (got < 0)
             return -1;
         if (got == 0)
             break;
-        b->n++;
+        b->items[b->n++].m = m;
     }
     return 0;
+}
+
+/* The resync shares the store with the writer: it takes its turns with no write in flight. */
+static void resync_turn(struct pipeline *p, int had_event)
+{
+    if (p->resync || (p->next_resync_ms && clock_ms() >= p->next_resync_ms))
+        batch_complete(p);
+    resync_tick(p, had_event);
 }
 
 int pipeline_run(struct pipeline *p, char *err, size_t errlen)
@@ -1578,13 +1637,17 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
     if (rc != PIPELINE_EXIT_OK || p->sig->stop)
         return rc;
     struct kafka_source *ks;
-    if (!p->batch && batch_new((size_t)p->s->batch_max_events, &p->batch) != 0) {
-        snprintf(err, errlen, "out of memory");
-        return PIPELINE_EXIT_RUNTIME;
-    }
+    for (int k = 0; k < 2; k++)
+        if (!p->batches[k] && batch_new((size_t)p->s->batch_max_events, &p->batches[k]) != 0) {
+            snprintf(err, errlen, "out of memory");
+            return PIPELINE_EXIT_RUNTIME;
+        }
+    p->filling = p->batches[0];
+    p->writing = NULL;
     if (kafka_source_new(p->s, p->http ? p->metrics : NULL, &ks, err, errlen) != 0)
         return PIPELINE_EXIT_CONFIG;
     p->ks = ks;
+    kafka_source_on_revoke(ks, on_revoke, p);
     log_msg(LOG_LVL_INFO, "pipeline", "consuming %s as group %s", p->s->kafka_topic,
             p->s->kafka_group);
     rc = PIPELINE_EXIT_OK;
@@ -1594,26 +1657,36 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
         maybe_reload(p);
         http_server_tick(p->http);
         metrics_set(p->metrics, METRIC_KAFKA_PARTITIONS_ASSIGNED, kafka_source_assigned(ks), NULL);
-        struct batch *b = p->batch;
-        int got = kafka_source_poll(ks, p->resync ? 0 : 200, &b->items[0].m, err, errlen);
+        /* With a write in flight, an idle consumer finishes it at once (its log lines, cache
+         * purge and offsets) rather than after the next message. */
+        int wait = p->writing || p->resync ? 0 : 200;
+        struct kafka_msg m;
+        int got = kafka_source_poll(ks, wait, &m, err, errlen);
         if (got < 0) {
             rc = PIPELINE_EXIT_RUNTIME;
             break;
         }
         if (got == 0) {
-            resync_tick(p, 0);
+            if (p->writing)
+                batch_complete(p);
+            else
+                resync_turn(p, 0);
             continue;
         }
-        b->n = 1;
+        struct batch *b = p->filling;
+        b->items[b->n++].m = m;
         /* A fatal consumer error ends the run after the messages in hand were handled. */
-        int fatal = batch_fill(p, ks, b, err, errlen) != 0;
-        batch_process(p, ks, b);
+        int fatal = batch_fill(p, b, err, errlen) != 0;
+        batch_prepare(p, b);
+        batch_complete(p);
+        batch_write_start(p);
         if (fatal) {
             rc = PIPELINE_EXIT_RUNTIME;
             break;
         }
-        resync_tick(p, 1);
+        resync_turn(p, 1);
     }
+    batch_complete(p);
     if (p->resync) {
         log_msg(LOG_LVL_INFO, "resync",
                 "resync interrupted by the shutdown; nothing half-done "
