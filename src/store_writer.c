@@ -1,5 +1,6 @@
 /* store_writer.c -- one batch's PowerDNS transaction on a thread of its own, overlapping the
  * next batch's preparation. Must not: touch anything but the store it is handed. */
+#define _GNU_SOURCE
 #include "store_writer.h"
 
 #include <string.h>
@@ -23,6 +24,8 @@ static void run_transaction(struct store_write *w)
 
 static void *writer_main(void *arg)
 {
+    /* Named for top -H and perf: the database's share of cs-pdns's CPU shows on its own. */
+    pthread_setname_np(pthread_self(), "store-writer");
     run_transaction(arg);
     return NULL;
 }
