@@ -51,13 +51,19 @@ local function records(vm, ctx)
 
     local ipv4 = dns.ip_version(nic.ipaddress) == 4 and nic.ipaddress or nil
     local ipv6 = dns.ip_version(nic.ip6address) == 6 and nic.ip6address or nil
+    local ttl = settings.ttl
     local out = {}
-    local function add(name, rtype, content)
-        out[#out + 1] = { name = name, type = rtype, content = content, ttl = settings.ttl }
-    end
+    local n = 0
+    -- A and AAAA records of name for the NIC's addresses; n counts the records so far.
     local function addresses(name)
-        if ipv4 then add(name, "A", ipv4) end
-        if ipv6 then add(name, "AAAA", ipv6) end
+        if ipv4 then
+            n = n + 1
+            out[n] = { name = name, type = "A", content = ipv4, ttl = ttl }
+        end
+        if ipv6 then
+            n = n + 1
+            out[n] = { name = name, type = "AAAA", content = ipv6, ttl = ttl }
+        end
     end
 
     local fqdn
@@ -71,8 +77,14 @@ local function records(vm, ctx)
         fqdn = fqdn or in_common
     end
 
-    if ipv4 then add(dns.ptr(ipv4), "PTR", fqdn) end
-    if ipv6 then add(dns.ptr(ipv6), "PTR", fqdn) end
+    if ipv4 then
+        n = n + 1
+        out[n] = { name = dns.ptr(ipv4), type = "PTR", content = fqdn, ttl = ttl }
+    end
+    if ipv6 then
+        n = n + 1
+        out[n] = { name = dns.ptr(ipv6), type = "PTR", content = fqdn, ttl = ttl }
+    end
 
     local account_id = ctx.account and ctx.account.id
     if suffix and type(vm.group) == "string" and type(account_id) == "string" then

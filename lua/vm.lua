@@ -34,16 +34,11 @@ function M.suffix(ctx)
     return M.networkdomain(ctx.account) or M.networkdomain(ctx.domain)
 end
 
--- CloudStack's name is already a hostname; anything else is turned into one ("" if nothing
--- usable is left).
+-- The VM's name as a DNS label: CloudStack's names are hostnames already and come back lower-cased;
+-- anything else is turned into one ("" if nothing usable is left).
 function M.host_label(name)
     if type(name) ~= "string" then
         return ""
-    end
-    local lower = name:lower()
-    if #lower <= 63 and lower:find("^[a-z0-9]") and lower:find("[a-z0-9]$")
-        and not lower:find("[^a-z0-9-]") then
-        return lower
     end
     return dns.label(name)
 end

@@ -74,9 +74,9 @@ static int same_ci(const char *a, const char *b, size_t n)
     return 1;
 }
 
-int dns_ip_version(const char *s)
+/* The address in s as bytes (4 or 16 of them in buf) and its version, 0 when s is neither. */
+static int parse_ip(const char *s, unsigned char buf[16])
 {
-    unsigned char buf[sizeof(struct in6_addr)];
     if (!s)
         return 0;
     if (inet_pton(AF_INET, s, buf) == 1)
@@ -86,20 +86,101 @@ int dns_ip_version(const char *s)
     return 0;
 }
 
+int dns_ip_version(const char *s)
+{
+    unsigned char buf[16];
+    return parse_ip(s, buf);
+}
+
+/* Writes 0..255 in decimal; returns the end. */
+static char *put_octet(char *o, unsigned v)
+{
+    if (v >= 100)
+        *o++ = (char)('0' + v / 100);
+    if (v >= 10)
+        *o++ = (char)('0' + v / 10 % 10);
+    *o++ = (char)('0' + v % 10);
+    return o;
+}
+
+/* a[0..4) dotted, least significant first when reversed (for in-addr.arpa); returns the end. */
+static char *put_v4(char *o, const unsigned char *a, int reversed)
+{
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            *o++ = '.';
+        o = put_octet(o, a[reversed ? 3 - i : i]);
+    }
+    return o;
+}
+
+/* a[0..16) in RFC 5952 form, exactly as glibc's inet_ntop writes it: the first longest run of
+ * two or more zero groups as "::", lower-case hex without leading zeros. A formatted address
+ * costs a tenth of inet_ntop's sprintf calls. Returns the length, or -1 for the forms with an
+ * embedded IPv4 address (a zero run of five or more groups at the start), left to inet_ntop. */
+static int put_v6(char *out, const unsigned char *a)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned w[8];
+    int best = -1, best_len = 0, cur = -1;
+    for (int i = 0; i < 8; i++) {
+        w[i] = (unsigned)a[2 * i] << 8 | a[2 * i + 1];
+        if (w[i] == 0 && cur < 0)
+            cur = i;
+        if (cur >= 0 && (w[i] != 0 || i == 7)) {
+            int len = (w[i] == 0 ? i + 1 : i) - cur;
+            if (len > best_len) {
+                best = cur;
+                best_len = len;
+            }
+            cur = -1;
+        }
+    }
+    if (best_len < 2)
+        best = -1;
+    if (best == 0 && best_len >= 5)
+        return -1;
+    char *o = out;
+    for (int i = 0; i < 8; i++) {
+        if (best >= 0 && i >= best && i < best + best_len) {
+            if (i == best)
+                *o++ = ':';
+            continue;
+        }
+        if (i)
+            *o++ = ':';
+        int started = 0;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned nib = w[i] >> shift & 15;
+            if (nib || started || shift == 0) {
+                *o++ = hex[nib];
+                started = 1;
+            }
+        }
+    }
+    if (best >= 0 && best + best_len == 8)
+        *o++ = ':';
+    *o = '\0';
+    return (int)(o - out);
+}
+
 int dns_ip_canonical(const char *s, char *out, size_t outlen)
 {
-    unsigned char buf[sizeof(struct in6_addr)];
+    unsigned char buf[16];
     char text[INET6_ADDRSTRLEN];
-    int af, version = dns_ip_version(s);
-    if (version == 4)
-        af = AF_INET;
-    else if (version == 6)
-        af = AF_INET6;
-    else
+    int version = parse_ip(s, buf);
+    size_t n;
+    if (version == 4) {
+        n = (size_t)(put_v4(text, buf, 0) - text);
+        text[n] = '\0';
+    } else if (version == 6) {
+        int len = put_v6(text, buf);
+        if (len < 0 && !inet_ntop(AF_INET6, buf, text, sizeof(text)))
+            return 0;
+        n = len < 0 ? strlen(text) : (size_t)len;
+    } else {
         return 0;
-    if (inet_pton(af, s, buf) != 1 || !inet_ntop(af, buf, text, sizeof(text)))
-        return 0;
-    size_t n = strlen(text);
+    }
     if (!out || n >= outlen)
         return 0;
     memcpy(out, text, n + 1);
@@ -109,20 +190,17 @@ int dns_ip_canonical(const char *s, char *out, size_t outlen)
 int dns_ptr_name(const char *ip, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char a[sizeof(struct in6_addr)];
+    unsigned char a[16];
     char name[DNS_NAME_BUFSZ];
-    int n;
-    switch (dns_ip_version(ip)) {
+    char *o = name;
+    switch (parse_ip(ip, a)) {
     case 4:
-        if (inet_pton(AF_INET, ip, a) != 1)
-            return -1;
-        n = snprintf(name, sizeof(name), "%u.%u.%u.%u.in-addr.arpa", a[3], a[2], a[1], a[0]);
+        o = put_v4(o, a, 1);
+        memcpy(o, ".in-addr.arpa", sizeof(".in-addr.arpa"));
+        o += sizeof(".in-addr.arpa") - 1;
         break;
-    case 6: {
-        if (inet_pton(AF_INET6, ip, a) != 1)
-            return -1;
+    case 6:
         /* Least significant nibble first: byte 15's low nibble, its high nibble, byte 14... */
-        char *o = name;
         for (int i = 15; i >= 0; i--) {
             *o++ = hex[a[i] & 15];
             *o++ = '.';
@@ -130,15 +208,15 @@ int dns_ptr_name(const char *ip, char *out, size_t outlen)
             *o++ = '.';
         }
         memcpy(o, "ip6.arpa", sizeof("ip6.arpa"));
-        n = (int)(o - name) + (int)sizeof("ip6.arpa") - 1;
+        o += sizeof("ip6.arpa") - 1;
         break;
-    }
     default:
         return -1;
     }
-    if (!out || n < 0 || (size_t)n >= outlen)
+    size_t n = (size_t)(o - name);
+    if (!out || n >= outlen)
         return -1;
-    memcpy(out, name, (size_t)n + 1);
+    memcpy(out, name, n + 1);
     return 0;
 }
 

@@ -1,5 +1,8 @@
 /* test_dns_name.c -- unit tests for addresses, reverse names, name checks and zone matching.
  * Must not: depend on anything but dns_name and the C library. */
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dns_name.h"
@@ -67,6 +70,42 @@ static void test_ip_canonical(void)
     CHECK_INT(dns_ip_canonical(NULL, out, sizeof(out)), 0);
     CHECK_INT(dns_ip_canonical("2001:db8::1", out, 5), 0); /* too small: refused, not cut */
     CHECK_STR(out, "untouched");
+}
+
+/* dns_ip_canonical formats addresses itself; it must write exactly what glibc's inet_ntop
+ * writes, for every pattern of zero groups (all 256) and many random addresses. */
+static void test_ip_canonical_matches_libc(void)
+{
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    int mismatches = 0;
+    for (int k = 0; k < 200000; k++) {
+        unsigned char a[16];
+        unsigned mask = (unsigned)k & 255; /* which groups are zero */
+        for (int g = 0; g < 8; g++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            unsigned v = (mask >> g & 1) ? 0 : (unsigned)(x >> 16) & (k & 256 ? 0xf : 0xffff);
+            a[2 * g] = (unsigned char)(v >> 8);
+            a[2 * g + 1] = (unsigned char)v;
+        }
+        char want[INET6_ADDRSTRLEN], full[64], got[DNS_ADDR_BUFSZ];
+        inet_ntop(AF_INET6, a, want, sizeof(want));
+        snprintf(full, sizeof(full), "%X:%X:%X:%X:%X:%X:%X:%X", a[0] << 8 | a[1], a[2] << 8 | a[3],
+                 a[4] << 8 | a[5], a[6] << 8 | a[7], a[8] << 8 | a[9], a[10] << 8 | a[11],
+                 a[12] << 8 | a[13], a[14] << 8 | a[15]);
+        if (dns_ip_canonical(full, got, sizeof(got)) != 6 || strcmp(got, want) != 0) {
+            if (mismatches++ < 5)
+                fprintf(stderr, "  %s: got %s, inet_ntop writes %s\n", full, got, want);
+        }
+        char v4[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, a, v4, sizeof(v4));
+        if (dns_ip_canonical(v4, got, sizeof(got)) != 4 || strcmp(got, v4) != 0) {
+            if (mismatches++ < 5)
+                fprintf(stderr, "  %s: got %s\n", v4, got);
+        }
+    }
+    CHECK_INT(mismatches, 0);
 }
 
 static void test_ptr_name(void)
@@ -386,6 +425,7 @@ int main(void)
 {
     test_ip_version();
     test_ip_canonical();
+    test_ip_canonical_matches_libc();
     test_ptr_name();
     test_normalize();
     test_label_sanitize();
