@@ -1304,6 +1304,7 @@ static int convert_entry(lua_State *L, struct records_call *c, lua_Integer i, st
     }
     const char *f[3] = {NULL, NULL, NULL}; /* name, type, content */
     static const char *const fnames[3] = {"name", "type", "content"};
+    static const size_t fname_len[3] = {4, 4, 7};
     int have_ttl = 0;
     lua_Integer ttl = 0;
     lua_pushnil(L);
@@ -1315,10 +1316,11 @@ static int convert_entry(lua_State *L, struct records_call *c, lua_Integer i, st
                       (long long)i, kt);
             return -1;
         }
-        const char *k = lua_tostring(L, -2);
+        size_t klen;
+        const char *k = lua_tolstring(L, -2, &klen);
         int which = -1;
-        for (int j = 0; j < 3; j++)
-            if (strcmp(k, fnames[j]) == 0)
+        for (int j = 0; j < 3 && which < 0; j++)
+            if (klen == fname_len[j] && memcmp(k, fnames[j], klen) == 0)
                 which = j;
         if (which >= 0) {
             size_t len;
@@ -1337,7 +1339,7 @@ static int convert_entry(lua_State *L, struct records_call *c, lua_Integer i, st
                           (long long)i, k, len);
                 return -1;
             }
-        } else if (strcmp(k, "ttl") == 0) {
+        } else if (klen == 3 && memcmp(k, "ttl", 3) == 0) {
             int isint = 0;
             if (lua_type(L, -1) == LUA_TNUMBER)
                 ttl = lua_tointegerx(L, -1, &isint);
