@@ -1186,6 +1186,7 @@ struct batch_item {
     struct cs_event ev; /* cleared after the batch, whether or not it decoded */
     int vm;             /* index into batch.vms, or -1: no VM to reconcile */
     int skip;           /* unusable (malformed, refused): logged, committed with the batch */
+    int handed_back;    /* retried or released before the batch's write completed */
     const char *kind;   /* metrics labels */
     const char *outcome;
 };
@@ -1214,6 +1215,10 @@ struct batch_part {
     /* The batch before cut this partition while this one was prepared: every item is released
      * (that retry's rewind delivers them again). has_cut is set with cut = first. */
     int dropped;
+    /* The cut was handed back when the write started (early_cut: where it was then); the next
+     * batch was fetched after that rewind. */
+    int early;
+    size_t early_cut;
 };
 
 struct batch {
@@ -1304,6 +1309,7 @@ static void batch_decode(struct batch *b, size_t i)
     void *hit;
     it->vm = -1;
     it->skip = 0;
+    it->handed_back = 0;
     it->kind = "other";
     batch_part_of(b, i);
     if (cs_event_decode(it->m.payload, it->m.len, &it->ev, err, sizeof err) != 0) {
@@ -1429,26 +1435,45 @@ static void batch_prepare(struct pipeline *p, struct batch *b)
     b->prepared = 1;
 }
 
-/* After the batch: each message committed, retried or released, in order. */
-static void batch_finish(struct pipeline *p, struct kafka_source *ks, struct batch *b)
+/* The message at a partition's cut comes again after the partition's backoff. */
+static void retry_item(struct pipeline *p, struct batch_item *it)
+{
+    struct part_failures *pf = part_failures(p, it->m.partition);
+    unsigned failures = pf ? ++pf->failures : 1;
+    int wait = backoff_ms(p, failures);
+    log_at(LOG_LVL_WARN, "pipeline", it->m.topic, it->m.partition, it->m.offset,
+           "retrying in %d ms (attempt %u)", wait, failures);
+    kafka_source_retry(p->ks, &it->m, wait);
+    metrics_add(p->metrics, METRIC_EVENTS_TOTAL, 1, it->kind, "retried", NULL);
+    it->handed_back = 1;
+}
+
+/* Items at and after a partition's cut: the one at the cut is retried, the later ones are
+ * released (the rewind delivers them again); a dropped partition's are all released. */
+static void batch_hand_back(struct pipeline *p, struct batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         struct batch_item *it = &b->items[i];
         struct batch_part *bp = batch_part_of(b, i);
-        if (bp->has_cut && (i > bp->cut || bp->dropped)) {
-            kafka_source_release(ks, &it->m);
+        if (it->handed_back || !bp->has_cut || i < bp->cut)
             continue;
+        if (i == bp->cut && !bp->dropped) {
+            retry_item(p, it);
+        } else {
+            kafka_source_release(p->ks, &it->m);
+            it->handed_back = 1;
         }
-        if (bp->has_cut && i == bp->cut) {
-            struct part_failures *pf = part_failures(p, it->m.partition);
-            unsigned failures = pf ? ++pf->failures : 1;
-            int wait = backoff_ms(p, failures);
-            log_at(LOG_LVL_WARN, "pipeline", it->m.topic, it->m.partition, it->m.offset,
-                   "retrying in %d ms (attempt %u)", wait, failures);
-            kafka_source_retry(ks, &it->m, wait);
-            metrics_add(p->metrics, METRIC_EVENTS_TOTAL, 1, it->kind, "retried", NULL);
+    }
+}
+
+/* After the batch: each message committed, retried or released, in order. */
+static void batch_finish(struct pipeline *p, struct batch *b)
+{
+    batch_hand_back(p, b);
+    for (size_t i = 0; i < b->n; i++) {
+        struct batch_item *it = &b->items[i];
+        if (it->handed_back)
             continue;
-        }
         if (it->vm >= 0 && !it->skip) {
             struct batch_vm *bv = &b->vms[it->vm];
             if (bv->last != i)
@@ -1460,7 +1485,7 @@ static void batch_finish(struct pipeline *p, struct kafka_source *ks, struct bat
                 metrics_set_to_now(p->metrics, METRIC_LAST_EVENT_APPLIED_TIMESTAMP, NULL);
         }
         metrics_add(p->metrics, METRIC_EVENTS_TOTAL, 1, it->kind, it->outcome, NULL);
-        kafka_source_done(ks, &it->m);
+        kafka_source_done(p->ks, &it->m);
     }
     for (size_t k = 0; k < b->nparts; k++) {
         struct part_failures *pf =
@@ -1552,10 +1577,13 @@ static void batch_complete(struct pipeline *p)
     /* A resync in progress must not apply an older listed state of these VMs over this. */
     for (size_t k = 0; k < b->nvms && p->resync; k++)
         resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
-    batch_finish(p, p->ks, b);
-    for (size_t k = 0; k < b->nparts; k++)
-        if (b->parts[k].has_cut)
-            batch_drop(p, p->filling, &b->parts[k].partition, 1);
+    batch_finish(p, b);
+    /* A cut made by the write rewinds behind messages the next batch already holds. */
+    for (size_t k = 0; k < b->nparts; k++) {
+        const struct batch_part *bp = &b->parts[k];
+        if (bp->has_cut && (!bp->early || bp->cut < bp->early_cut))
+            batch_drop(p, p->filling, &bp->partition, 1);
+    }
     batch_clear(b);
 }
 
@@ -1571,11 +1599,19 @@ static void batch_write_start(struct pipeline *p)
         b->set[k] = (struct pdns_vm_records){
             .vm_id = b->items[bv->last].ev.vm_id, .recs = bv->recs, .n = bv->n};
     }
+    /* Before the next batch is fetched: it must not hold (and ask CloudStack about) messages
+     * of these partitions that come again anyway. */
+    batch_hand_back(p, b);
+    for (size_t k = 0; k < b->nparts; k++)
+        if (b->parts[k].has_cut) {
+            b->parts[k].early = 1;
+            b->parts[k].early_cut = b->parts[k].cut;
+        }
     p->filling = p->batches[p->filling == p->batches[0]];
     if (b->nwrite == 0) {
         for (size_t k = 0; k < b->nvms && p->resync; k++)
             resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
-        batch_finish(p, p->ks, b);
+        batch_finish(p, b);
         batch_clear(b);
         return;
     }
