@@ -4,13 +4,12 @@
 #ifndef CSPDNS_STORE_WRITER_H
 #define CSPDNS_STORE_WRITER_H
 
-#include <pthread.h>
 #include <stddef.h>
 
 #include "pdns_store.h"
 #include "status.h"
 
-/* One transaction in flight. Filled by store_writer_start; read after store_writer_wait. */
+/* One transaction: filled by store_writer_start, read after store_writer_wait. */
 struct store_write {
     struct pdns_store *store;
     struct pdns_vm_records *vms;
@@ -19,17 +18,27 @@ struct store_write {
     struct pdns_apply_stats total;
     char err[4096];
     long long ms; /* how long the transaction took */
-    pthread_t thread;
-    int threaded; /* 0: it ran on the caller's thread (no thread could be started) */
 };
 
-/* Begins, applies vms[0..n) with pdns_store_apply_many and commits (rolls back on failure). Until
- * store_writer_wait returns, the caller must not use the store nor vms, nor what they point to. */
-void store_writer_start(struct store_write *w, struct pdns_store *store,
+/* The thread, started once and kept: a thread started per batch cost a few milliseconds of
+ * latency on a quiet system. */
+struct store_writer;
+
+/* Returns 0, or -1 when out of memory. When no thread can be started, the writer runs each
+ * transaction on the caller's thread: slower, never wrong. */
+int store_writer_new(struct store_writer **out);
+
+/* Waits for the transaction in flight, if any, and ends the thread. NULL is ignored. */
+void store_writer_free(struct store_writer *w);
+
+/* Begins, applies vms[0..n) with pdns_store_apply_many and commits (rolls back on failure). One
+ * transaction at a time: the previous one must have been waited for. Until store_writer_wait
+ * returns, the caller must not use the store, t, vms, or what they point to. */
+void store_writer_start(struct store_writer *w, struct store_write *t, struct pdns_store *store,
                         struct pdns_vm_records *vms, size_t n);
 
-/* Waits for the transaction; returns its status (w->err says why on failure, w->total and each
- * vms[i].stats are filled on success, w->ms either way). */
-csp_status store_writer_wait(struct store_write *w);
+/* Waits for the transaction; returns its status (t->err says why on failure, t->total and each
+ * vms[i].stats are filled on success, t->ms either way). */
+csp_status store_writer_wait(struct store_writer *w, struct store_write *t);
 
 #endif

@@ -64,6 +64,7 @@ struct pipeline {
     struct batch *batches[2];
     struct batch *filling;
     struct batch *writing; /* NULL: no transaction in flight */
+    struct store_writer *writer;
     struct store_write write;
     metrics *metrics;         /* always kept; served on METRICS_ADDR when that is set */
     struct http_server *http; /* NULL unless METRICS_ADDR is set */
@@ -177,6 +178,7 @@ void pipeline_free(struct pipeline *p)
     resync_free(p->resync);
     owner_cache_free(p->owner_cache);
     owner_cache_free(p->event_owners);
+    store_writer_free(p->writer);
     batch_free(p->batches[0]);
     batch_free(p->batches[1]);
     free(p->failures);
@@ -1545,7 +1547,7 @@ static void batch_complete(struct pipeline *p)
     if (!b)
         return;
     p->writing = NULL;
-    csp_status st = store_writer_wait(&p->write);
+    csp_status st = store_writer_wait(p->writer, &p->write);
     metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
     metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, p->write.ms / 1000.0, NULL);
     if (st == CSP_OK) {
@@ -1615,7 +1617,7 @@ static void batch_write_start(struct pipeline *p)
         batch_clear(b);
         return;
     }
-    store_writer_start(&p->write, p->store, b->set, b->nwrite);
+    store_writer_start(p->writer, &p->write, p->store, b->set, b->nwrite);
     p->writing = b;
 }
 
@@ -1678,6 +1680,10 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory");
             return PIPELINE_EXIT_RUNTIME;
         }
+    if (!p->writer && store_writer_new(&p->writer) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return PIPELINE_EXIT_RUNTIME;
+    }
     p->filling = p->batches[0];
     p->writing = NULL;
     if (kafka_source_new(p->s, p->http ? p->metrics : NULL, &ks, err, errlen) != 0)

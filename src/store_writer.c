@@ -3,50 +3,110 @@
 #define _GNU_SOURCE
 #include "store_writer.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 
-static void run_transaction(struct store_write *w)
+struct store_writer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a transaction was posted or finished, or the thread must stop */
+    pthread_t thread;
+    int threaded;
+    int stop;
+    struct store_write *posted; /* the transaction in flight; NULL once it finished */
+};
+
+static void run_transaction(struct store_write *t)
 {
     long long t0 = clock_ms();
-    memset(&w->total, 0, sizeof w->total);
-    w->err[0] = '\0';
-    w->status = pdns_store_begin(w->store, w->err, sizeof w->err);
-    if (w->status == CSP_OK)
-        w->status = pdns_store_apply_many(w->store, w->vms, w->n, w->err, sizeof w->err);
-    if (w->status == CSP_OK)
-        w->status = pdns_store_commit(w->store, &w->total, w->err, sizeof w->err);
-    if (w->status != CSP_OK)
-        pdns_store_rollback(w->store);
-    w->ms = clock_ms() - t0;
+    memset(&t->total, 0, sizeof t->total);
+    t->err[0] = '\0';
+    t->status = pdns_store_begin(t->store, t->err, sizeof t->err);
+    if (t->status == CSP_OK)
+        t->status = pdns_store_apply_many(t->store, t->vms, t->n, t->err, sizeof t->err);
+    if (t->status == CSP_OK)
+        t->status = pdns_store_commit(t->store, &t->total, t->err, sizeof t->err);
+    if (t->status != CSP_OK)
+        pdns_store_rollback(t->store);
+    t->ms = clock_ms() - t0;
 }
 
 static void *writer_main(void *arg)
 {
+    struct store_writer *w = arg;
     /* Named for top -H and perf: the database's share of cs-pdns's CPU shows on its own. */
     pthread_setname_np(pthread_self(), "store-writer");
-    run_transaction(arg);
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->posted && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->posted)
+            break;
+        struct store_write *t = w->posted;
+        pthread_mutex_unlock(&w->mu);
+        run_transaction(t);
+        pthread_mutex_lock(&w->mu);
+        w->posted = NULL;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
     return NULL;
 }
 
-void store_writer_start(struct store_write *w, struct pdns_store *store,
-                        struct pdns_vm_records *vms, size_t n)
+int store_writer_new(struct store_writer **out)
 {
-    w->store = store;
-    w->vms = vms;
-    w->n = n;
-    /* Without a thread the batch is written at once: slower, never wrong. */
+    struct store_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
     w->threaded = pthread_create(&w->thread, NULL, writer_main, w) == 0;
-    if (!w->threaded)
-        run_transaction(w);
+    *out = w;
+    return 0;
 }
 
-csp_status store_writer_wait(struct store_write *w)
+void store_writer_free(struct store_writer *w)
+{
+    if (!w)
+        return;
+    if (w->threaded) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        /* The thread finishes the transaction in flight before it sees stop. */
+        pthread_join(w->thread, NULL);
+    }
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+void store_writer_start(struct store_writer *w, struct store_write *t, struct pdns_store *store,
+                        struct pdns_vm_records *vms, size_t n)
+{
+    t->store = store;
+    t->vms = vms;
+    t->n = n;
+    if (!w->threaded) {
+        run_transaction(t);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->posted = t;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+csp_status store_writer_wait(struct store_writer *w, struct store_write *t)
 {
     if (w->threaded) {
-        pthread_join(w->thread, NULL);
-        w->threaded = 0;
+        pthread_mutex_lock(&w->mu);
+        while (w->posted == t)
+            pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
     }
-    return w->status;
+    return t->status;
 }
