@@ -4,6 +4,7 @@
 #include "store_writer.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +63,13 @@ int store_writer_new(struct store_writer **out)
         return -1;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
+    /* The thread starts with every signal blocked: SIGTERM and SIGHUP are the main thread's to
+     * handle, and none interrupts a statement. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     w->threaded = pthread_create(&w->thread, NULL, writer_main, w) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     *out = w;
     return 0;
 }
