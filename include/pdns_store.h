@@ -81,6 +81,11 @@ csp_status pdns_store_commit(struct pdns_store *st, struct pdns_apply_stats *sta
                              size_t errlen);
 void pdns_store_rollback(struct pdns_store *st);
 
+/* begin + pdns_store_apply_many + commit, rolling back on failure: one batch's transaction.
+ * *total gets the commit's counts (zones bumped); each vms[i].stats what it did to that VM. */
+csp_status pdns_store_apply_many_txn(struct pdns_store *st, struct pdns_vm_records *vms, size_t n,
+                                     struct pdns_apply_stats *total, char *err, size_t errlen);
+
 /* begin + apply + commit, rolling back on failure. */
 csp_status pdns_store_apply_vm(struct pdns_store *st, const char *vm_id,
                                const struct dns_record *recs, size_t n,

@@ -31,9 +31,9 @@ int store_writer_new(struct store_writer **out);
 /* Waits for the transaction in flight, if any, and ends the thread. NULL is ignored. */
 void store_writer_free(struct store_writer *w);
 
-/* Begins, applies vms[0..n) with pdns_store_apply_many and commits (rolls back on failure). One
- * transaction at a time: the previous one must have been waited for. Until store_writer_wait
- * returns, the caller must not use the store, t, vms, or what they point to. */
+/* Runs pdns_store_apply_many_txn on vms[0..n) on the writer thread. One transaction at a time: the
+ * previous one must have been waited for. Until store_writer_wait returns, the caller must not use
+ * the store, t, vms, or what they point to. */
 void store_writer_start(struct store_writer *w, struct store_write *t, struct pdns_store *store,
                         struct pdns_vm_records *vms, size_t n);
 

@@ -2139,6 +2139,19 @@ csp_status pdns_store_commit(struct pdns_store *st, struct pdns_apply_stats *sta
     return CSP_OK;
 }
 
+csp_status pdns_store_apply_many_txn(struct pdns_store *st, struct pdns_vm_records *vms, size_t n,
+                                     struct pdns_apply_stats *total, char *err, size_t errlen)
+{
+    csp_status rc = pdns_store_begin(st, err, errlen);
+    if (rc == CSP_OK)
+        rc = pdns_store_apply_many(st, vms, n, err, errlen);
+    if (rc == CSP_OK)
+        rc = pdns_store_commit(st, total, err, errlen);
+    if (rc != CSP_OK)
+        pdns_store_rollback(st);
+    return rc;
+}
+
 csp_status pdns_store_apply_vm(struct pdns_store *st, const char *vm_id,
                                const struct dns_record *recs, size_t n,
                                struct pdns_apply_stats *stats, char *err, size_t errlen)

@@ -532,15 +532,8 @@ static int apply_set(struct resync *r, const size_t *which, size_t m, char *err,
         const struct resync_vm *v = &r->want[which[j]];
         r->set[j] = (struct pdns_vm_records){.vm_id = v->vm_id, .recs = v->recs, .n = v->n};
     }
-    csp_status st = pdns_store_begin(r->st, err, errlen);
-    if (st == CSP_OK)
-        st = pdns_store_apply_many(r->st, r->set, m, err, errlen);
-    if (st == CSP_OK)
-        st = pdns_store_commit(r->st, &bumps, err, errlen);
-    if (st != CSP_OK) {
-        pdns_store_rollback(r->st);
+    if (pdns_store_apply_many_txn(r->st, r->set, m, &bumps, err, errlen) != CSP_OK)
         return 0;
-    }
     r->stats.records.zones_bumped += bumps.zones_bumped;
     for (size_t j = 0; j < m; j++) {
         struct resync_vm *v = &r->want[which[j]];

@@ -24,13 +24,7 @@ static void run_transaction(struct store_write *t)
     long long t0 = clock_ms();
     memset(&t->total, 0, sizeof t->total);
     t->err[0] = '\0';
-    t->status = pdns_store_begin(t->store, t->err, sizeof t->err);
-    if (t->status == CSP_OK)
-        t->status = pdns_store_apply_many(t->store, t->vms, t->n, t->err, sizeof t->err);
-    if (t->status == CSP_OK)
-        t->status = pdns_store_commit(t->store, &t->total, t->err, sizeof t->err);
-    if (t->status != CSP_OK)
-        pdns_store_rollback(t->store);
+    t->status = pdns_store_apply_many_txn(t->store, t->vms, t->n, &t->total, t->err, sizeof t->err);
     t->ms = clock_ms() - t0;
 }
 
