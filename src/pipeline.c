@@ -1511,6 +1511,16 @@ static void batch_clear(struct batch *b)
     b->prepared = 0;
 }
 
+/* The batch is over: its offsets, retries and releases go to the consumer, and it is emptied. */
+static void batch_done(struct pipeline *p, struct batch *b)
+{
+    /* A resync in progress must not apply an older listed state of these VMs over this. */
+    for (size_t k = 0; k < b->nvms && p->resync; k++)
+        resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
+    batch_finish(p, b);
+    batch_clear(b);
+}
+
 /* The messages of the batch being gathered on these partitions will not be applied: a batch
  * before it cut them (its retry rewinds them), or the group took them away. Gathered only:
  * they are released now, and whatever the consumer delivers later is kept. Prepared: their
@@ -1576,17 +1586,13 @@ static void batch_complete(struct pipeline *p)
                 b->nwrite, p->write.err);
         batch_store_each(p, b);
     }
-    /* A resync in progress must not apply an older listed state of these VMs over this. */
-    for (size_t k = 0; k < b->nvms && p->resync; k++)
-        resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
-    batch_finish(p, b);
     /* A cut made by the write rewinds behind messages the next batch already holds. */
     for (size_t k = 0; k < b->nparts; k++) {
         const struct batch_part *bp = &b->parts[k];
         if (bp->has_cut && (!bp->early || bp->cut < bp->early_cut))
             batch_drop(p, p->filling, &bp->partition, 1);
     }
-    batch_clear(b);
+    batch_done(p, b);
 }
 
 /* Hands the prepared batch to the writer thread (the write before it has completed); a batch
@@ -1611,10 +1617,7 @@ static void batch_write_start(struct pipeline *p)
         }
     p->filling = p->batches[p->filling == p->batches[0]];
     if (b->nwrite == 0) {
-        for (size_t k = 0; k < b->nvms && p->resync; k++)
-            resync_note_event(p->resync, b->items[b->vms[k].last].ev.vm_id);
-        batch_finish(p, b);
-        batch_clear(b);
+        batch_done(p, b);
         return;
     }
     store_writer_start(p->writer, &p->write, p->store, b->set, b->nwrite);
