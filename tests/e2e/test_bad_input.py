@@ -328,15 +328,18 @@ def bad_messages():
     eq(int(st.sql1("SELECT COUNT(*) FROM records WHERE type IS NOT NULL")) - int(before_rows),
        len(want),
        "rows written (only the good events' records)")
-    fk.verify_exact(st, {"vms": vms}, w.setup_body(), zones, TTL,
-                    vm_ids={vm["id"] for vm in vms}).assert_ok("after the corpus")
-    assert st.daemon.poll() is None, "cs-pdns died"
-    assert f"({fig['largest']} bytes)" in text, "the 16 MB message did not reach cs-pdns whole"
+    v = fk.verify_exact(st, {"vms": vms}, w.setup_body(), zones, TTL,
+                        vm_ids={vm["id"] for vm in vms})
+    died = st.daemon.poll() is not None
     reliability.record(TEST, "malformed Kafka messages (empty, truncated, invalid JSON, 16 MB, "
                        "10,000-deep, invalid UTF-8, NUL, wrong types in each field, unknown "
-                       "shapes)", items_total, ok=True,
-                       note=f"each logged at its position and skipped; largest "
+                       "shapes)", items_total, lost=v.lost, duplicates=len(v.duplicates),
+                       crashes=int(died), ok=not (v.problems() or died),
+                       note=f"each logged at its position, skipped or its bad field ignored; largest "
                             f"{fig['largest'] // (1024 * 1024)} MB")
+    v.assert_ok("after the corpus")
+    assert not died, "cs-pdns died"
+    assert f"({fig['largest']} bytes)" in text, "the 16 MB message did not reach cs-pdns whole"
 
 
 def hostile_names():
@@ -352,6 +355,10 @@ def hostile_names():
     state = {"vms": fk.sim_state(st)["vms"] + carried}
     v = fk.verify_exact(st, state, w.setup_body(), zones, TTL,
                         vm_ids=ids | set(good_vms) | {vm["id"] for vm in carried})
+    died = st.daemon.poll() is not None
+    reliability.record(TEST, "VMs with SQL/DNS-injection names and groups, absurd addresses",
+                       len(vms), lost=v.lost, duplicates=len(v.duplicates), crashes=int(died),
+                       ok=not (v.problems() or died), note="sanitised by the policy or not written")
     v.assert_ok("hostile VMs")
     odd = [row for row in st.sql(
         "SELECT r.name, r.type, r.content FROM records r JOIN domains d ON d.id = r.domain_id "
@@ -359,8 +366,6 @@ def hostile_names():
         if not fk.LDH_NAME.match(row[0]) or (row[1] == "PTR" and not fk.LDH_NAME.match(row[2]))]
     eq(odd, [], "names that are not LDH host names")
     fig["bad_vms"] = len(vms)
-    reliability.record(TEST, "VMs with SQL/DNS-injection names and groups, absurd addresses",
-                       len(vms), ok=True, note="sanitised by the policy or not written")
 
 
 def naive_policy():
