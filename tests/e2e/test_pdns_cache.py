@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """test_pdns_cache.py -- with PDNS_API_URL set, changes answer at once from a caching PowerDNS.
 
-An extra pdns_server runs over the stack's database with its packet, query, negative and zone
+An extra pdns_server runs over the stack's MariaDB with its packet, query, negative and zone
 caches at their defaults (the stack's own runs with them off), over a database of this file's own
 (`cs-pdns resync` weighs every owned record). Each VM's name and PTR are queried before the VM
 exists, so PowerDNS holds a cached NXDOMAIN for them. With cs-pdns purging that server's caches
@@ -207,7 +207,7 @@ def without_api_cached_nxdomain_persists():
 
 def main():
     try:
-        r.check("setup: a PowerDNS with default caches over the stack's database", setup)
+        r.check("setup: a PowerDNS with default caches over this file's database", setup)
         if r.failed:
             return r.finish()
         r.check("without the API, a cached NXDOMAIN outlives the write",
