@@ -10,14 +10,22 @@
 
 #include "status.h"
 
+/* Told each name (no trailing dot) whose empty non-terminal row pdns_rectify_names inserted or
+ * deleted, once its writes went through: such a name turns from NXDOMAIN to NODATA or back, so
+ * a cache holding its old answer must forget it. Returns 0, or -1 when memory ran out. */
+typedef int (*pdns_rectify_ent_fn)(void *ud, const char *name);
+
 /* Inside the caller's open transaction on db: when zone (domains.id domain_id, apex zone
  * without trailing dot, lowercase) is DNSSEC-signed (active keys in cryptokeys, or PRESIGNED),
  * sets ordername and auth on every records row at names[0..n) (names inside the zone, no
  * trailing dot, lowercase) and creates or deletes the empty non-terminals between each name
  * and the apex, for NSEC or NSEC3 (narrow or not) per the zone's NSEC3PARAM/NSEC3NARROW
- * metadata. For an unsigned zone it does what rectify-zone does there too. Returns CSP_OK,
- * CSP_TRANSIENT (connection/deadlock: the caller rolls back and retries) or CSP_PERMANENT. */
+ * metadata. For an unsigned zone it does what rectify-zone does there too. on_ent (may be NULL)
+ * hears of every empty non-terminal it created or removed. Returns CSP_OK, CSP_TRANSIENT
+ * (connection/deadlock, or on_ent out of memory: the caller rolls back and retries) or
+ * CSP_PERMANENT. */
 csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
-                              const char *const *names, size_t n, char *err, size_t errlen);
+                              const char *const *names, size_t n, pdns_rectify_ent_fn on_ent,
+                              void *ud, char *err, size_t errlen);
 
 #endif

@@ -70,7 +70,8 @@ csp_status pdns_store_apply_many(struct pdns_store *st, struct pdns_vm_records *
                                  char *err, size_t errlen);
 
 /* After a successful pdns_store_commit: every owner name whose records rows the transaction
- * inserted, deleted or changed, plus the apex of every zone whose SOA it bumped, as
+ * inserted, deleted or changed (empty non-terminals included: their answers change between
+ * NXDOMAIN and NODATA), plus the apex of every zone whose SOA it bumped, as
  * absolute names with the trailing dot ("web1.example.com.") in no particular order, each
  * once. Owned by the store, valid until the next pdns_store_begin. Returns the count. */
 size_t pdns_store_changed_names(const struct pdns_store *st, const char *const **names);

@@ -6,7 +6,6 @@
 #ifndef CSPDNS_RESYNC_H
 #define CSPDNS_RESYNC_H
 
-#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -138,8 +137,9 @@ void resync_set_batch_path(struct resync *r, const struct resync_batch_path *pat
  * the resync has ended (it then logged its summary line). */
 int resync_step(struct resync *r);
 
-/* Runs the resync to its end: resync_step until it returns 0 or *stop becomes non-zero. */
-void resync_run(struct resync *r, volatile sig_atomic_t *stop);
+/* Ends a resync that resync_step has not ended (a signal stopped its caller): the result is
+ * RESYNC_ABORTED and it logs its summary line. Does nothing once the resync has ended. */
+void resync_stop(struct resync *r);
 
 /* The caller just processed an event for vm_id. If that VM is in the page in hand and not yet
  * reconciled, the resync re-reads it instead of using its (older) listed state, so the event's

@@ -979,8 +979,22 @@ static csp_status collect(struct ctx *c, const char *const *names, size_t n)
     return CSP_OK;
 }
 
+/* The ENT rows flush wrote, to on_ent. A name that also has records and loses a stale ENT row
+ * is reported too: its answer does not change, so a purge of it costs only the request. */
+static csp_status report_ents(struct ctx *c, pdns_rectify_ent_fn on_ent, void *ud)
+{
+    for (size_t i = 0; on_ent && i < c->ndel + c->nins; i++) {
+        const struct node *n = i < c->ndel ? c->del[i] : c->ins[i - c->ndel];
+        if (on_ent(ud, n->name))
+            return fail(c, CSP_TRANSIENT, "out of memory noting the empty non-terminals of zone %s",
+                        c->zone);
+    }
+    return CSP_OK;
+}
+
 csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
-                              const char *const *names, size_t n, char *err, size_t errlen)
+                              const char *const *names, size_t n, pdns_rectify_ent_fn on_ent,
+                              void *ud, char *err, size_t errlen)
 {
     char z[NAME_BUFSZ];
     struct ctx c = {.db = db, .domain_id = domain_id, .zone = z, .err = err, .errlen = errlen};
@@ -1020,6 +1034,8 @@ csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
     }
     if (rc == CSP_OK)
         rc = flush(&c);
+    if (rc == CSP_OK)
+        rc = report_ents(&c, on_ent, ud);
 done:
     free(c.upd);
     free(c.del);

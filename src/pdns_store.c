@@ -844,12 +844,39 @@ void pdns_store_rollback(struct pdns_store *st)
     changes_reset(st);
 }
 
+/* Notes name in zone domain_id for pdns_store_changed_names (and the rectify, when noted before
+ * it). Returns 0, or -1 when memory ran out. */
+static int note_name(struct pdns_store *st, long long domain_id, const char *name)
+{
+    char key[DNS_NAME_BUFSZ + 32];
+    snprintf(key, sizeof key, "%lld %s", domain_id, name);
+    int added = strmap_add(st->chg_seen, key, NULL);
+    if (added <= 0)
+        return added;
+    if (st->nchg == st->chg_cap) {
+        size_t cap = st->chg_cap ? st->chg_cap * 2 : 64;
+        struct changed *c = realloc(st->chg, cap * sizeof *c);
+        if (!c)
+            return -1;
+        st->chg = c;
+        st->chg_cap = cap;
+    }
+    st->chg[st->nchg].domain_id = domain_id;
+    char *copy = strdup(name);
+    if (!copy)
+        return -1;
+    for (char *c = copy; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    st->chg[st->nchg].name = copy;
+    st->nchg++;
+    return 0;
+}
+
 /* Notes that name in zone domain_id changed: its SOA is bumped at commit, and the name is
  * rectified and reported by pdns_store_changed_names. */
 static csp_status touch(struct pdns_store *st, long long domain_id, const char *name, char *err,
                         size_t errlen)
 {
-    char key[DNS_NAME_BUFSZ + 32];
     int seen = 0;
 
     if (domain_id < 0)
@@ -867,28 +894,8 @@ static csp_status touch(struct pdns_store *st, long long domain_id, const char *
         }
         st->zones[st->nzones++] = domain_id;
     }
-    snprintf(key, sizeof key, "%lld %s", domain_id, name);
-    int added = strmap_add(st->chg_seen, key, NULL);
-    if (added == 0)
-        return CSP_OK;
-    if (added < 0)
+    if (note_name(st, domain_id, name))
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory noting a changed name");
-    if (st->nchg == st->chg_cap) {
-        size_t cap = st->chg_cap ? st->chg_cap * 2 : 64;
-        struct changed *c = realloc(st->chg, cap * sizeof *c);
-        if (!c)
-            return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory noting a changed name");
-        st->chg = c;
-        st->chg_cap = cap;
-    }
-    st->chg[st->nchg].domain_id = domain_id;
-    char *copy = strdup(name);
-    if (!copy)
-        return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory noting a changed name");
-    for (char *c = copy; *c; c++)
-        *c = (char)tolower((unsigned char)*c);
-    st->chg[st->nchg].name = copy;
-    st->nchg++;
     return CSP_OK;
 }
 
@@ -2021,22 +2028,39 @@ static csp_status bump_soa(struct pdns_store *st, long long domain_id, uint32_t 
 
 /* Rectifies (DNSSEC ordername/auth, empty non-terminals) the names changed in each touched zone,
  * inside the transaction, before its serial moves. zones is sorted. */
+struct ent_note {
+    struct pdns_store *st;
+    long long domain_id;
+};
+
+/* An empty non-terminal the rectify created or removed changed its answer (NXDOMAIN <-> NODATA)
+ * without being one of the names written, so it joins them for the caches' purge. */
+static int note_ent(void *ud, const char *name)
+{
+    const struct ent_note *e = ud;
+    return note_name(e->st, e->domain_id, name);
+}
+
 static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
 {
-    const char **names = malloc((st->nchg ? st->nchg : 1) * sizeof *names);
+    /* Only the names written are rectified; note_ent appends the ENTs behind them. */
+    size_t nchg = st->nchg;
+    const char **names = malloc((nchg ? nchg : 1) * sizeof *names);
     csp_status rc = CSP_OK;
 
     if (!names)
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
     for (size_t z = 0; z < st->nzones && rc == CSP_OK; z++) {
         const struct zone *zone = zone_by_id(st, st->zones[z]);
+        struct ent_note ents = {st, st->zones[z]};
         size_t n = 0;
         if (!zone)
             continue; /* deleted from domains meanwhile: nothing left to rectify */
-        for (size_t i = 0; i < st->nchg; i++)
+        for (size_t i = 0; i < nchg; i++)
             if (st->chg[i].domain_id == st->zones[z])
                 names[n++] = st->chg[i].name;
-        rc = pdns_rectify_names(st->conn, zone->id, zone->name, names, n, err, errlen);
+        rc = pdns_rectify_names(st->conn, zone->id, zone->name, names, n, note_ent, &ents, err,
+                                errlen);
         if (rc != CSP_OK && mysql_errno(st->conn) && err_conn_lost(mysql_errno(st->conn)))
             st->lost = 1;
     }

@@ -932,6 +932,18 @@ static int assignment_changed(struct pipeline *p)
     return gen != p->resync_generation;
 }
 
+/* One step of the resync in progress, then the purge of the names its commit changed, so a
+ * resync's writes answer at once like an event's. Returns resync_step's result. */
+static int resync_step_purge(struct pipeline *p)
+{
+    p->resync_wrote = 0;
+    int more = resync_step(p->resync);
+    /* A transaction the step rolled back left no names (they are kept only after a commit). */
+    if (p->resync_wrote)
+        purge_changed(p);
+    return more;
+}
+
 /* run: starts the resync when it is due and gives it its steps between events. */
 static void resync_tick(struct pipeline *p, int had_event)
 {
@@ -955,11 +967,7 @@ static void resync_tick(struct pipeline *p, int had_event)
         p->next_resync_ms = now;
         return;
     }
-    p->resync_wrote = 0;
-    int more = resync_step(p->resync);
-    /* A transaction the step rolled back left no names (they are kept only after a commit). */
-    if (p->resync_wrote)
-        purge_changed(p);
+    int more = resync_step_purge(p);
     p->last_step_ms = clock_ms();
     if (more)
         return;
@@ -991,7 +999,9 @@ int pipeline_resync(struct pipeline *p, const struct pipeline_resync_opts *o, ch
         return st == CSP_PERMANENT ? PIPELINE_EXIT_CONFIG : PIPELINE_EXIT_RUNTIME;
     if (resync_begin(p, o->dry_run, o->force, o->progress, NULL, err, errlen) != 0)
         return PIPELINE_EXIT_RUNTIME;
-    resync_run(p->resync, &p->sig->stop);
+    while (!p->sig->stop && resync_step_purge(p))
+        ;
+    resync_stop(p->resync);
     enum resync_result res = resync_result(p->resync, why, sizeof why);
     int rc = resync_report(p->resync, o->json, &out);
     resync_end(p);

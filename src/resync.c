@@ -799,10 +799,8 @@ int resync_step(struct resync *r)
     return 1;
 }
 
-void resync_run(struct resync *r, volatile sig_atomic_t *stop)
+void resync_stop(struct resync *r)
 {
-    while (!(stop && *stop) && resync_step(r))
-        ;
     if (r->phase != PH_ENDED) {
         set_result(r, RESYNC_ABORTED, "stopped by a signal before the end");
         r->phase = PH_DONE;

@@ -2,8 +2,9 @@
 """test_dnssec.py -- cs-pdns keeps DNSSEC-signed zones valid while it writes rows directly.
 
 A signed forward zone (NSEC3, VM names one label below an empty non-terminal), a signed /16
-reverse zone (NSEC) and a signed ip6.arpa zone (NSEC3, deep nibble ENTs) take a stream of creates
-and destroys through the simulator and cs-pdns. Then PowerDNS's own `pdnsutil rectify-zone` must
+reverse zone (NSEC), a signed ip6.arpa zone (NSEC3, deep nibble ENTs) and a signed NSEC3 narrow
+zone (the project's) take a stream of creates and destroys through the simulator and cs-pdns; a
+project VM in another /24 of the /16 comes and goes, so its /24 empty non-terminal must too. Then PowerDNS's own `pdnsutil rectify-zone` must
 change nothing (also when rectifying from scratch), `pdnsutil check-zone` must be clean, and
 answers over DNS must be signed, with NSEC/NSEC3 denial for names between, validated by delv with
 the zone's own key as trust anchor. Must not: write records itself, or read cs-pdns's internals.
@@ -22,6 +23,7 @@ w = World(st, 33)
 r = Results()
 SUB = "dc1"  # acme's VMs live in dc1.<acme zone>: dc1 is an empty non-terminal of that zone
 vms = {}
+proj = {}  # project VMs (names in the narrow zone, PTRs in another /24 of the /16)
 
 
 def pdnsutil(*args, check=True):
@@ -48,8 +50,10 @@ def setup():
     signed_zone(w.acme_zone, "1 0 1 ab")
     signed_zone(w.rev16)
     signed_zone(w.rev6, "1 0 0 -")
-    for z in (w.cust_zone, w.rev24):
-        st.add_zone(z)
+    signed_zone(w.cust_zone, "1 0 0 -")
+    pdnsutil("set-nsec3", w.cust_zone, "1 0 0 -", "narrow")
+    pdnsutil("rectify-zone", w.cust_zone)
+    st.add_zone(w.rev24)
     st.start_sim("4.16")
     body = w.setup_body()
     for acct in body["accounts"]:
@@ -77,8 +81,40 @@ def stream():
     for name in ("web-08", "web-09"):
         deploy(name)
         wait_until(f"A of {name}", lambda: st.dig(fqdn(name)) == [vms[name][1]], 20)
+    # The project's network is another /24 of the /16: its VM's PTR needs a new ENT, which must
+    # go with the VM. Their names live in the narrow zone.
+    for name in ("proj-01", "proj-02"):
+        vm_id = deploy_project(name)
+        ip = w.default_nic(vm_id)["ipaddress"]
+        proj[name] = (vm_id, ip)
+        wait_until(f"PTR of {name}", lambda: st.dig_ptr(ip) == [f"{name}.{w.cust_zone}."], 20)
+    ent = ptr_name(proj["proj-01"][1]).split(".", 1)[1]
+    eq(ent_rows(ent), "1", f"ENT rows at {ent} while project VMs exist")
+    # proj-02 is the /24's only VM once proj-01 is gone.
+    vm_id, ip = proj.pop("proj-01")
+    st.cs.call("destroyVirtualMachine", id=vm_id, expunge="true")
+    wait_until("proj-01's PTR gone", lambda: st.dig_ptr(ip) == [], 20)
+    eq(ent_rows(ent), "1", f"ENT rows at {ent} while proj-02 exists")
+    st.cs.call("destroyVirtualMachine", id=proj["proj-02"][0], expunge="true")
+    wait_until(f"the ENT row at {ent} to go with the /24's last VM", lambda: ent_rows(ent) == "0",
+               20)
+    proj["gone-ent"] = ent
+    # beta's VMs are named in the narrow zone too, their PTRs in the unsigned /24 zone.
+    w.deploy("db-01", account="beta")
+    wait_until("A of db-01", lambda: st.dig(f"db-01.{w.cust_zone}") != [], 20)
     st.wait_quiet(2)
     eq(len(vms), 7, "VMs alive")
+
+
+def deploy_project(name):
+    resp = st.cs.call("deployVirtualMachine", name=name, projectid=w.project_id,
+                      networkids=w.net_proj, zoneid="zone-1", templateid="tmpl-1",
+                      serviceofferingid="so-1")
+    return resp["deployvirtualmachineresponse"]["id"]
+
+
+def ent_rows(name):
+    return st.sql1(f"SELECT COUNT(*) FROM records WHERE name = '{name}' AND type IS NULL")
 
 
 def snapshot(zone):
@@ -89,9 +125,13 @@ def snapshot(zone):
 
 
 def rectify_changes_nothing():
-    for zone in (w.acme_zone, w.rev16, w.rev6):
+    for zone in (w.acme_zone, w.rev16, w.rev6, w.cust_zone):
         ours = snapshot(zone)
-        assert any(row[1] == "<ENT>" for row in ours), f"{zone}: no empty non-terminal rows"
+        # The narrow zone's names sit right below its apex: no ENTs there.
+        if zone != w.cust_zone:
+            assert any(row[1] == "<ENT>" for row in ours), f"{zone}: no empty non-terminal rows"
+        else:
+            assert any(row[0].startswith("db-01.") for row in ours), f"{zone}: no VM: {ours}"
         pdnsutil("rectify-zone", zone)
         eq(snapshot(zone), ours, f"{zone} after pdnsutil rectify-zone")
         # rectify-zone leaves an ordername that reads back as the same name alone, so rectify
@@ -104,7 +144,7 @@ def rectify_changes_nothing():
 
 
 def check_zone_clean():
-    for zone in (w.acme_zone, w.rev16, w.rev6):
+    for zone in (w.acme_zone, w.rev16, w.rev6, w.cust_zone):
         p = pdnsutil("check-zone", zone, check=False)
         out = p.stdout + p.stderr
         clean = re.search(r"Checked \d+ records .* 0 errors, 0 warnings", out)
@@ -213,6 +253,13 @@ def validated():
              (w.rev16, ptr_name(ip), "PTR", yes),
              (w.rev16, ptr_name(ip), "TXT", nodata),
              (w.rev16, ptr_name(ip).split(".", 1)[1], "PTR", nodata),
+             # The /24 label whose last VM was destroyed, a host missing from a /24 in use,
+             # and a forward name sorting between two VMs' names: validated denials.
+             (w.rev16, proj["gone-ent"], "PTR", nxdomain),
+             (w.rev16, "254." + ptr_name(ip).split(".", 1)[1], "PTR", nxdomain),
+             (w.acme_zone, fqdn("web-02a"), "A", nxdomain),
+             (w.cust_zone, f"db-01.{w.cust_zone}", "A", yes),
+             (w.cust_zone, f"db-00.{w.cust_zone}", "A", nxdomain),
              (w.rev6, ptr_name(ip6), "PTR", yes),
              (w.rev6, ptr_name(ip6).split(".", 8)[8], "PTR", nodata)]
     for zone, qname, rtype, want in cases:
@@ -223,7 +270,7 @@ def validated():
 
 
 try:
-    r.check("setup: signed zones (NSEC3, NSEC, NSEC3 ip6.arpa)", setup)
+    r.check("setup: signed zones (NSEC3, NSEC, NSEC3 ip6.arpa, NSEC3 narrow)", setup)
     r.check("a stream of creates and destroys", stream)
     r.check("pdnsutil rectify-zone changes nothing", rectify_changes_nothing)
     r.check("pdnsutil check-zone is clean", check_zone_clean)

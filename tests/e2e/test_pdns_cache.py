@@ -1,22 +1,28 @@
 #!/usr/bin/env python3
 """test_pdns_cache.py -- with PDNS_API_URL set, changes answer at once from a caching PowerDNS.
 
-An extra pdns_server runs over the stack's database with its packet, query, negative and zone
-caches at their defaults (the stack's own runs with them off). Each VM's name and PTR are queried
-before the VM exists, so PowerDNS holds a cached NXDOMAIN for them. With cs-pdns purging that
-server's caches through its API, the new records answer within a second of the commit and a
-removed VM's stop answering as fast; without the API, the cached NXDOMAIN is still served seconds
-after the records are in the database. Must not: write records itself, or purge the cache itself
-before the no-API check is done.
+An extra pdns_server runs over the stack's MariaDB with its packet, query, negative and zone
+caches at their defaults (the stack's own runs with them off), over a database of this file's own
+(`cs-pdns resync` weighs every owned record). Each VM's name and PTR are queried before the VM
+exists, so PowerDNS holds a cached NXDOMAIN for them. With cs-pdns purging that server's caches
+through its API, the new records answer within a second of the commit and a removed VM's stop
+answering as fast -- written by the daemon for an event, or by `cs-pdns resync` for a VM that
+appeared without one -- and so does the empty non-terminal of a new /24 in the /16 reverse zone;
+without the API, the cached NXDOMAIN is still served seconds after the records are in the
+database. Must not: write records itself, or purge the cache itself before the no-API check is
+done.
 """
+import subprocess
 import sys
 import time
+import uuid
 
-from harness import Results, Stack, eq, wait_until
+from harness import Results, eq, wait_until
 from pdns_extra import ExtraPdns
+from private_db import PrivateDbStack
 from world import World
 
-st = Stack("cache")
+st = PrivateDbStack("cache")
 w = World(st, 31)
 r = Results()
 pdns = {}
@@ -39,7 +45,7 @@ def ptr_name(ip):
 def setup():
     # The zones exist before PowerDNS starts: its zone cache knows them from the first query.
     w.create_zones()
-    pdns["p"] = ExtraPdns(st.state, f"cache-{st.tag}", caches=True).start()
+    pdns["p"] = ExtraPdns(st.state, f"cache-{st.tag}", db=st.db, caches=True).start()
     eq(pdns["p"].settings.get("cache-ttl"), None, "packet cache at its default")
     st.start_sim("4.16")
     st.control("setup", w.setup_body())
@@ -52,6 +58,25 @@ def prime(name, ip):
         eq(p.query(fqdn(name)), ("NXDOMAIN", []), f"{name} before the VM exists")
         eq(p.query(ptr_name(ip), "PTR"), ("NXDOMAIN", []), f"PTR of {ip} before the VM exists")
     return time.time()
+
+
+def cache_hits():
+    """PowerDNS's packet and query cache hits so far, from its statistics."""
+    status, stats = pdns["p"].api("GET", "/statistics")
+    eq(status, 200, f"statistics: {stats}")
+    hits = {s["name"]: int(s["value"]) for s in stats
+            if s["name"] in ("packetcache-hit", "query-cache-hit")}
+    eq(len(hits), 2, f"cache hit counters in {stats}")
+    return sum(hits.values())
+
+
+def prime_cached(name, ip):
+    """prime, and proof that the NXDOMAIN answers come from the cache: with the caches off, the
+    quick answers below would all miss it."""
+    before = cache_hits()
+    primed = prime(name, ip)
+    assert cache_hits() > before, "the second NXDOMAIN queries did not hit a cache: caches are off"
+    return primed
 
 
 def rows_written(name, ip):
@@ -71,7 +96,7 @@ def with_api_new_and_removed_vm_answer_at_once():
     st.start_daemon(PDNS_API_URL=p.api_url, PDNS_API_KEY=p.api_key)
     ip = f"10.{w.n}.1.50"
     name = "fast-01"
-    prime(name, ip)
+    prime_cached(name, ip)
     vm_id = w.deploy(name, ipaddress=ip)
     eq(w.default_nic(vm_id)["ipaddress"], ip, "the VM's address")
     wait_until("the rows in the database", lambda: rows_written(name, ip), 20, interval=0.02)
@@ -93,6 +118,63 @@ def with_api_new_and_removed_vm_answer_at_once():
     st.stop_daemon()
 
 
+def with_api_new_empty_non_terminal_answers_at_once():
+    """A VM in a new /24 of the /16 reverse zone makes its /24 label an empty non-terminal: that
+    name's cached NXDOMAIN must go as fast as the VM's own names'."""
+    p = pdns["p"]
+    if st.daemon:
+        st.stop_daemon()
+    st.start_daemon(PDNS_API_URL=p.api_url, PDNS_API_KEY=p.api_key)
+    ent = f"3.{w.n}.10.in-addr.arpa"
+
+    def ent_rows():
+        return st.sql1(f"SELECT COUNT(*) FROM records WHERE name = '{ent}' AND type IS NULL")
+
+    eq(ent_rows(), "0", f"ENT rows at {ent} before the VM")
+    before = cache_hits()
+    for _ in range(2):
+        eq(p.query(ent, "PTR"), ("NXDOMAIN", []), f"{ent} before the VM exists")
+    assert cache_hits() > before, f"the second query of {ent} did not hit a cache"
+    # The project's network is the /16 zone's only /24 nobody used yet (10.n.3.0/24).
+    resp = st.cs.call("deployVirtualMachine", name="ent-01", projectid=w.project_id,
+                      networkids=w.net_proj, zoneid="zone-1", templateid="tmpl-1",
+                      serviceofferingid="so-1")
+    vm_id = resp["deployvirtualmachineresponse"]["id"]
+    ip = w.default_nic(vm_id)["ipaddress"]
+    assert ip.startswith(f"10.{w.n}.3."), f"project VM's address {ip}"
+    wait_until("the PTR and its ENT row in the database",
+               lambda: st.rows(ptr_name(ip), "PTR") and ent_rows() == "1", 20, interval=0.02)
+    t = time_to_answer(f"{ent} to answer NODATA", lambda: p.query(ent, "PTR") == ("NOERROR", []))
+    print(f"  new ENT {ent}: NODATA {t:.2f}s after its row was seen in the database")
+    st.stop_daemon()
+
+
+def resync_purges_what_it_wrote():
+    """`cs-pdns resync` (no daemon) writes a VM that appeared without an event: it must purge
+    the names it wrote before it returns."""
+    p = pdns["p"]
+    if st.daemon:
+        st.stop_daemon()
+    ip = f"10.{w.n}.1.52"
+    name = "resync-01"
+    prime_cached(name, ip)
+    nic = {"id": str(uuid.uuid4()), "networkid": w.net_acme, "networkname": "acme-net",
+           "isdefault": True, "ipaddress": ip, "traffictype": "Guest", "type": "Isolated",
+           "macaddress": f"02:00:00:00:{w.n:02x}:52"}
+    vm = {"id": str(uuid.uuid4()), "name": name, "displayname": name, "account": "acme",
+          "domainid": w.domain_id, "state": "Running", "nic": [nic]}
+    st.control("vms", {"vms": [vm]})
+    env = st.daemon_env(PDNS_API_URL=p.api_url, PDNS_API_KEY=p.api_key)
+    res = subprocess.run([st.bin, "resync"], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, f"resync exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+    assert rows_written(name, ip), f"resync did not write {name}:\n{res.stderr[-3000:]}"
+    a = time_to_answer("the A record after the resync",
+                       lambda: p.query(fqdn(name)) == ("NOERROR", [ip]))
+    b = time_to_answer("the PTR after the resync",
+                       lambda: p.query(ptr_name(ip), "PTR") == ("NOERROR", [fqdn(name) + "."]))
+    print(f"  resync: A answered {a:.2f}s, PTR {a + b:.2f}s after `cs-pdns resync` returned")
+
+
 def without_api_cached_nxdomain_persists():
     p = pdns["p"]
     if st.daemon:
@@ -100,7 +182,7 @@ def without_api_cached_nxdomain_persists():
     st.start_daemon()
     ip = f"10.{w.n}.1.51"
     name = "slow-01"
-    primed = prime(name, ip)
+    primed = prime_cached(name, ip)
     w.deploy(name, ipaddress=ip)
     wait_until("the rows in the database", lambda: rows_written(name, ip), 20, interval=0.02)
     seen = time.time()
@@ -125,13 +207,17 @@ def without_api_cached_nxdomain_persists():
 
 def main():
     try:
-        r.check("setup: a PowerDNS with default caches over the stack's database", setup)
+        r.check("setup: a PowerDNS with default caches over this file's database", setup)
         if r.failed:
             return r.finish()
         r.check("without the API, a cached NXDOMAIN outlives the write",
                 without_api_cached_nxdomain_persists)
         r.check("with the API, new and removed records answer within 1 s",
                 with_api_new_and_removed_vm_answer_at_once)
+        r.check("with the API, a new empty non-terminal answers within 1 s",
+                with_api_new_empty_non_terminal_answers_at_once)
+        r.check("`cs-pdns resync` with the API: what it wrote answers within 1 s",
+                resync_purges_what_it_wrote)
         if r.failed:
             st.dump_logs()
             print("\n".join(pdns["p"].log_text().splitlines()[-30:]))

@@ -186,7 +186,8 @@ static csp_status rectify(struct ctx *t, const struct zone *z, const char *const
         names[i] = full[i];
     }
     sql(t, "START TRANSACTION");
-    csp_status rc = pdns_rectify_names(t->db, z->id, z->name, names, n, err, sizeof err);
+    csp_status rc =
+        pdns_rectify_names(t->db, z->id, z->name, names, n, NULL, NULL, err, sizeof err);
     if (rc == CSP_OK)
         sql(t, "COMMIT");
     else {
@@ -218,8 +219,10 @@ static void same_as_pdnsutil(struct ctx *t, const struct zone *z, const char *st
                 z->name, step);
     int rc = pdnsutil(t, out, sizeof out, "check-zone %s", z->name);
     CHECK_INT(rc, 0);
-    CHECK(strstr(out, "Checked") != NULL && strstr(out, " 0 errors") != NULL);
-    if (rc || !strstr(out, " 0 errors"))
+    /* A warning (e.g. an ENT row check-zone does not expect) is a difference from rectify too. */
+    int clean = strstr(out, "Checked") != NULL && strstr(out, " 0 errors, 0 warnings") != NULL;
+    CHECK(clean);
+    if (rc || !clean)
         fprintf(stderr, "check-zone %s after %s:\n%s", z->name, step, out);
 }
 
@@ -423,7 +426,8 @@ static double bench_call(struct ctx *t, const struct zone *z, int reverse, int c
         names[i] = full[i];
     }
     double t0 = now_ms();
-    csp_status rc = pdns_rectify_names(t->db, z->id, z->name, names, BENCH_BATCH, err, sizeof err);
+    csp_status rc =
+        pdns_rectify_names(t->db, z->id, z->name, names, BENCH_BATCH, NULL, NULL, err, sizeof err);
     double ms = now_ms() - t0;
     if (rc != CSP_OK)
         die("pdns_rectify_names(%s): %s", z->name, err);
@@ -578,8 +582,9 @@ int main(int argc, char **argv)
 
     /* A name outside the zone is a caller's bug, not something to retry. */
     const char *outside[] = {"vm.elsewhere.test"};
-    CHECK_INT(pdns_rectify_names(t.db, zs[0].id, zs[0].name, outside, 1, err, sizeof err),
-              CSP_PERMANENT);
+    CHECK_INT(
+        pdns_rectify_names(t.db, zs[0].id, zs[0].name, outside, 1, NULL, NULL, err, sizeof err),
+        CSP_PERMANENT);
     CHECK(strstr(err, "vm.elsewhere.test") != NULL);
 
     for (size_t i = 0; i < nz; i++)

@@ -1093,23 +1093,29 @@ static int has_name(const char *const *names, size_t n, const char *want)
 
 static void test_changed_names(struct ctx *t)
 {
-    char vm[64], n1[256], n2[256], n3[256], want[300];
+    char vm[64], n1[256], n2[256], n3[256], n4[300], ent[256], want[320];
     const char *const *names;
     struct rset s = {.n = 0};
     struct pdns_apply_stats x;
     size_t n;
 
-    printf("  changed names: inserted, re-TTLed and deleted names plus bumped apexes\n");
+    printf("  changed names: inserted, re-TTLed and deleted names, the empty non-terminals "
+           "created or removed, plus bumped apexes\n");
     snprintf(vm, sizeof vm, "%s-cn", t->p);
     snprintf(n1, sizeof n1, "cn1.%s", t->fwd.name);
     snprintf(n2, sizeof n2, "cn2.%s", t->sub.name);
     snprintf(n3, sizeof n3, "cn3.%s", t->nosoa.name);
+    snprintf(ent, sizeof ent, "entcn.%s", t->fwd.name);
+    snprintf(n4, sizeof n4, "cn4.%s", ent);
     add(&s, DNS_RR_A, n1, "10.3.0.1", 60);
     add(&s, DNS_RR_A, n2, "10.3.0.2", 60);
     add(&s, DNS_RR_A, n3, "10.3.0.3", 60);
+    add(&s, DNS_RR_A, n4, "10.3.0.4", 60);
     CHECK_INT(apply(t, vm, &s, &x), CSP_OK);
     n = pdns_store_changed_names(t->st, &names);
-    CHECK_INT(n, 5); /* three names, two apexes (nosoa has no SOA to bump) */
+    CHECK_INT(n, 7); /* four names, the ENT above cn4, two apexes (nosoa has no SOA to bump) */
+    snprintf(want, sizeof want, "%s.", ent);
+    CHECK(has_name(names, n, want));
     snprintf(want, sizeof want, "%s.", n1);
     CHECK(has_name(names, n, want));
     snprintf(want, sizeof want, "%s.", n2);
@@ -1134,8 +1140,11 @@ static void test_changed_names(struct ctx *t)
     CHECK(has_name(names, n, want));
 
     CHECK_INT(apply(t, vm, NULL, &x), CSP_OK);
-    CHECK_INT(x.removed, 3);
-    CHECK_INT(pdns_store_changed_names(t->st, &names), 5);
+    CHECK_INT(x.removed, 4);
+    n = pdns_store_changed_names(t->st, &names);
+    CHECK_INT(n, 7); /* the ENT went with cn4 */
+    snprintf(want, sizeof want, "%s.", ent);
+    CHECK(has_name(names, n, want));
     /* A new transaction forgets them. */
     char err[512];
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
@@ -1214,6 +1223,8 @@ static void test_big_batch(struct ctx *t)
     big_records(t, "big", 20000, r[0], ids[0], vms[0]);
     big_records(t, "seq", 30000, r[1], ids[1], vms[1]);
 
+    const char *count_ents = "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND type IS NULL";
+    long long ents0 = sql_int(t, count_ents, t->r6.id);
     double t0 = now_s();
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
     CHECK_INT(pdns_store_apply_many(t->st, vms[0], BIG, err, sizeof err), CSP_OK);
@@ -1226,7 +1237,9 @@ static void test_big_batch(struct ctx *t)
     for (unsigned v = 0; v < BIG; v++)
         added += vms[0][v].stats.added;
     CHECK_INT(added, 3 * BIG);
-    CHECK_INT(pdns_store_changed_names(t->st, &names), 2 * BIG + 2);
+    /* Names, apexes, and the nibble ENTs the PTRs created in the ip6.arpa zone. */
+    CHECK_INT(pdns_store_changed_names(t->st, &names),
+              2 * BIG + 2 + (sql_int(t, count_ents, t->r6.id) - ents0));
     CHECK_INT(sql_int(t,
                       "SELECT COUNT(*) FROM cspdns_record o JOIN records r ON r.id = o.record_id "
                       "WHERE o.vm_id LIKE '%s-big%%'",
