@@ -2026,8 +2026,6 @@ static csp_status bump_soa(struct pdns_store *st, long long domain_id, uint32_t 
     return CSP_OK;
 }
 
-/* Rectifies (DNSSEC ordername/auth, empty non-terminals) the names changed in each touched zone,
- * inside the transaction, before its serial moves. zones is sorted. */
 struct ent_note {
     struct pdns_store *st;
     long long domain_id;
@@ -2041,6 +2039,8 @@ static int note_ent(void *ud, const char *name)
     return note_name(e->st, e->domain_id, name);
 }
 
+/* Rectifies (DNSSEC ordername/auth, empty non-terminals) the names changed in each touched zone,
+ * inside the transaction, before its serial moves. zones is sorted. */
 static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
 {
     /* Only the names written are rectified; note_ent appends the ENTs behind them. */
