@@ -542,9 +542,11 @@ static int parse_line(struct file_env *fe, char *line, unsigned lineno, char *wh
         p++;
     if (!*p || *p == '#' || *p == ';')
         return 0;
+    /* A malformed line is never echoed: it may be a secret's line gone wrong
+     * ("MYSQL_PDNS_PASSWORD hunter2"), and this message goes to the journal. */
     char *eq = strchr(p, '=');
     if (!eq) {
-        snprintf(why, whylen, "\"%.40s\" is not NAME=value", p);
+        snprintf(why, whylen, "expected NAME=value, a comment (# or ;) or a blank line");
         return -1;
     }
     size_t n = (size_t)(eq - p);
@@ -555,8 +557,7 @@ static int parse_line(struct file_env *fe, char *line, unsigned lineno, char *wh
         valid = isalnum((unsigned char)p[i]) || p[i] == '_';
     if (!valid) {
         snprintf(why, whylen,
-                 "\"%.*s\" is not a variable name (letters, digits and '_'; no \"export\")",
-                 (int)(n > 40 ? 40 : n), p);
+                 "expected a variable name before '=' (letters, digits and '_'; no \"export\")");
         return -1;
     }
     if (!is_setting(p, n)) {

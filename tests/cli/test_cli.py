@@ -152,6 +152,13 @@ with tempfile.TemporaryDirectory() as d:
         f.write("# line 1\nKAFKA_TOPIC=cloudstack\nthis is not a setting\n")
     expect_config_error("a line that is not NAME=value is named by file:line", {}, f"{bad}:3:",
                         args=("check", "--config", bad))
+    for line in ("MYSQL_PDNS_PASSWORD hunter2", "export MYSQL_PDNS_PASSWORD=hunter2"):
+        with open(bad, "w") as f:
+            f.write(f"KAFKA_TOPIC=cloudstack\n{line}\n")
+        r = run(["check", "--config", bad], GOOD)
+        check(f"a malformed line ({line.split()[0]} ...) is named by file:line, never echoed",
+              r.returncode == 2 and f"{bad}:2:" in r.stderr and "hunter2" not in r.stderr,
+              r.stderr)
     with open(bad, "w") as f:
         f.write("KAFKA_TOPIC=cloudstack\nDNS_RECORD_TTL=sixty\n")
     for cmd in (["check"], ["run"], ["resync", "--dry-run"], ["plan", "--event", "-"],
