@@ -23,6 +23,11 @@ from cloudstack_sim import CloudStackClient  # noqa: E402
 
 API_KEY = "e2e-admin-key-" + "x" * 20
 SECRET = "e2e-admin-secret-" + "y" * 20
+ROTATED_SECRET = SECRET + "-rotated"
+MYSQL_TLS_PASSWORD = "tls-pw-7f3a"
+# Every secret a test hands cs-pdns (the stack's own are in its state): secrets_scan.py looks for
+# each in every cs-pdns log of the run.
+SECRETS = (API_KEY, SECRET, ROTATED_SECRET, MYSQL_TLS_PASSWORD)
 
 
 def load_stack():
@@ -171,7 +176,7 @@ class Stack:
         self.control("flush", {})
 
     # ---- cs-pdns ----
-    def daemon_env(self, **extra):
+    def daemon_env(self, drop=(), **extra):
         m = self.state["mysql"]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -199,14 +204,16 @@ class Stack:
             if k in os.environ:
                 env[k] = os.environ[k]
         env.update({k: str(v) for k, v in extra.items()})
+        for k in drop:
+            env.pop(k, None)
         return env
 
-    def start_daemon(self, **extra):
+    def start_daemon(self, drop=(), **extra):
         self.daemon_log = os.path.join(self.workdir, "cs-pdns.log")
         self._log_offset = os.path.getsize(self.daemon_log) if os.path.exists(self.daemon_log) \
             else 0
         log = open(self.daemon_log, "ab")
-        self.daemon = subprocess.Popen([self.bin, "run"], env=self.daemon_env(**extra),
+        self.daemon = subprocess.Popen([self.bin, "run"], env=self.daemon_env(drop, **extra),
                                        stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL)
         wait_until("cs-pdns to join the group", lambda: self.log_has("assigned"), 30)
