@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -147,27 +148,31 @@ class Stack:
         return sorted(line.strip() for line in r.stdout.splitlines() if line.strip())
 
     # ---- the CloudStack simulator ----
-    def start_sim(self, fmt="4.16"):
+    def start_sim(self, fmt="4.16", tls=None):
+        """tls: (certificate, key, CA file) to serve HTTPS; the tests' own calls trust the CA."""
         port_file = os.path.join(self.workdir, "sim.port")
         log = open(os.path.join(self.workdir, "sim.log"), "ab")
         self.sim_proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tests", "sim", "cloudstack_sim.py"), "--port", "0",
              "--port-file", port_file, "--api-key", API_KEY, "--secret-key", SECRET,
              "--kafka-bootstrap", self.state["kafka"]["bootstrap"], "--topic", self.topic,
-             "--format", fmt], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+             "--format", fmt] + (["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else []),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_until("the CloudStack simulator", lambda: os.path.exists(port_file), 20)
         with open(port_file) as f:
             self.sim_port = int(f.read().strip())
-        self.endpoint = f"http://127.0.0.1:{self.sim_port}/client/api"
-        self.cs = CloudStackClient(self.endpoint, API_KEY, SECRET)
+        self.sim_base = f"{'https' if tls else 'http'}://127.0.0.1:{self.sim_port}"
+        self.sim_ssl = ssl.create_default_context(cafile=tls[2]) if tls else None
+        self.endpoint = f"{self.sim_base}/client/api"
+        self.cs = CloudStackClient(self.endpoint, API_KEY, SECRET, context=self.sim_ssl)
         return self
 
     def control(self, path, body=None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.sim_port}/sim/{path}", data=data,
+        req = urllib.request.Request(f"{self.sim_base}/sim/{path}", data=data,
                                      method="GET" if body is None else "POST",
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30, context=self.sim_ssl) as r:
             text = r.read().decode()
             return json.loads(text) if text else None
 
