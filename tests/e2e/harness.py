@@ -26,9 +26,10 @@ API_KEY = "e2e-admin-key-" + "x" * 20
 SECRET = "e2e-admin-secret-" + "y" * 20
 ROTATED_SECRET = SECRET + "-rotated"
 MYSQL_TLS_PASSWORD = "tls-pw-7f3a"
+LEAST_PRIV_PASSWORD = "lp-pw-" + "z" * 12
 # Every secret a test hands cs-pdns (the stack's own are in its state): secrets_scan.py looks for
 # each in every cs-pdns log of the run.
-SECRETS = (API_KEY, SECRET, ROTATED_SECRET, MYSQL_TLS_PASSWORD)
+SECRETS = (API_KEY, SECRET, ROTATED_SECRET, MYSQL_TLS_PASSWORD, LEAST_PRIV_PASSWORD)
 
 
 def load_stack():
