@@ -142,6 +142,34 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, c
     return -1;
 }
 
+/* KAFKA_CFG_* may set any property, but these two carry the commit-after-write guarantee: with
+ * the store automatic, librdkafka commits a message when it is handed out, before its change
+ * reached the database (a crash loses it); with the commit off, the finished offsets are only
+ * committed at shutdown (a crash replays everything since the last clean stop). */
+static int check_guarantees(rd_kafka_conf_t *conf, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key, *want, *env, *why;
+    } guards[] = {
+        {"enable.auto.offset.store", "false", "KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE",
+         "must stay false: cs-pdns stores an offset only after the event's change is committed "
+         "to the database, or a crash loses events (unset it)"},
+        {"enable.auto.commit", "true", "KAFKA_CFG_ENABLE_AUTO_COMMIT",
+         "must stay true: cs-pdns commits its finished offsets in the background, or a crash "
+         "replays every event since the last clean stop (unset it)"},
+    };
+    for (size_t i = 0; i < sizeof guards / sizeof guards[0]; i++) {
+        char v[16];
+        size_t n = sizeof v;
+        if (rd_kafka_conf_get(conf, guards[i].key, v, &n) != RD_KAFKA_CONF_OK ||
+            strcmp(v, guards[i].want) != 0) {
+            snprintf(err, errlen, "%s: %s", guards[i].env, guards[i].why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Builds the consumer configuration; shared by kafka_source_check_config so a bad property is
  * reported at start-up, before anything connects. */
 static rd_kafka_conf_t *build_conf(const struct settings *s, int stats, char *err, size_t errlen)
@@ -179,6 +207,8 @@ static rd_kafka_conf_t *build_conf(const struct settings *s, int stats, char *er
         if (conf_set(conf, s->kafka_cfg[i].key, s->kafka_cfg[i].value, env, err, errlen))
             goto fail;
     }
+    if (check_guarantees(conf, err, errlen))
+        goto fail;
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);

@@ -256,7 +256,8 @@ static const char *err_hint(unsigned no)
     case ER_TABLEACCESS_DENIED_ERROR:
     case ER_COLUMNACCESS_DENIED_ERROR:
     case ER_SPECIFIC_ACCESS_DENIED_ERROR:
-        return "; grant the user SELECT, INSERT, UPDATE, DELETE and CREATE on the database";
+        return "; grant the user SELECT, INSERT, UPDATE, DELETE on the database, and CREATE "
+               "until cs-pdns has created its tables (README: Least privilege)";
     case ER_NO_SUCH_TABLE:
     case ER_BAD_FIELD_ERROR:
         return "; load PowerDNS's schema.mysql.sql (4.x) into the database";
@@ -570,40 +571,71 @@ static csp_status db_check_schema(struct pdns_store *st, char *err, size_t errle
     return CSP_OK;
 }
 
-/* A read-only store must never create cs-pdns's tables. Where they are missing (cs-pdns has not
- * written to this database yet) empty TEMPORARY tables, visible to this session only, stand in
- * for them, so a plan shows every record as new. Checked on every connect: temporary tables
- * vanish with the connection. */
-static csp_status db_readonly_tables(struct pdns_store *st, int at_open, char *err, size_t errlen)
+/* Which of cs-pdns's tables exist. Asked before creating them, because even CREATE TABLE IF NOT
+ * EXISTS needs the CREATE privilege, which an operator may revoke once they exist. */
+static csp_status db_own_tables(struct pdns_store *st, int at_open, int *have_vm, int *have_record,
+                                char *err, size_t errlen)
 {
     static const char sql[] = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
                               "TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ('cspdns_vm', "
                               "'cspdns_record') AND TABLE_TYPE = 'BASE TABLE'";
-    csp_status rc = at_open ? db_check_schema(st, err, errlen) : CSP_OK;
-    int have_vm = 0, have_record = 0;
-    if (rc != CSP_OK)
-        return rc;
+    *have_vm = *have_record = 0;
     if (mysql_query(st->conn, sql))
         return conn_fail(st, at_open, err, errlen, "looking for cs-pdns's tables");
     MYSQL_RES *res = mysql_store_result(st->conn);
     if (!res)
         return conn_fail(st, at_open, err, errlen, "looking for cs-pdns's tables");
     for (MYSQL_ROW row; (row = mysql_fetch_row(res));) {
-        have_vm |= row[0] && !strcmp(row[0], "cspdns_vm");
-        have_record |= row[0] && !strcmp(row[0], "cspdns_record");
+        *have_vm |= row[0] && !strcmp(row[0], "cspdns_vm");
+        *have_record |= row[0] && !strcmp(row[0], "cspdns_record");
     }
     mysql_free_result(res);
+    return CSP_OK;
+}
+
+/* A read-only store must never create cs-pdns's tables. Where they are missing (cs-pdns has not
+ * written to this database yet) empty TEMPORARY tables, visible to this session only, stand in
+ * for them, so a plan shows every record as new. Checked on every connect: temporary tables
+ * vanish with the connection. */
+static csp_status db_readonly_tables(struct pdns_store *st, int at_open, char *err, size_t errlen)
+{
+    csp_status rc = at_open ? db_check_schema(st, err, errlen) : CSP_OK;
+    int have_vm, have_record;
+    if (rc == CSP_OK)
+        rc = db_own_tables(st, at_open, &have_vm, &have_record, err, errlen);
+    if (rc != CSP_OK)
+        return rc;
     char ddl[512];
     if (!have_vm) {
         snprintf(ddl, sizeof ddl, "CREATE TEMPORARY TABLE%s", ddl_vm + strlen("CREATE TABLE"));
         if (mysql_query(st->conn, ddl))
-            return conn_fail(st, at_open, err, errlen, "creating a temporary cspdns_vm");
+            return conn_fail(st, at_open, err, errlen,
+                             "creating a temporary cspdns_vm (CREATE TEMPORARY TABLES is needed "
+                             "until cs-pdns has created its tables)");
     }
     if (!have_record) {
         snprintf(ddl, sizeof ddl, "CREATE TEMPORARY TABLE%s", ddl_record + strlen("CREATE TABLE"));
         if (mysql_query(st->conn, ddl))
-            return conn_fail(st, at_open, err, errlen, "creating a temporary cspdns_record");
+            return conn_fail(st, at_open, err, errlen,
+                             "creating a temporary cspdns_record (CREATE TEMPORARY TABLES is "
+                             "needed until cs-pdns has created its tables)");
     }
+    return CSP_OK;
+}
+
+/* The writer creates its tables at its first start only: afterwards it needs no CREATE. */
+static csp_status db_create_tables(struct pdns_store *st, char *err, size_t errlen)
+{
+    int have_vm, have_record;
+    csp_status rc = db_check_schema(st, err, errlen);
+    if (rc == CSP_OK)
+        rc = db_own_tables(st, 1, &have_vm, &have_record, err, errlen);
+    if (rc != CSP_OK)
+        return rc;
+    if (!have_vm && mysql_query(st->conn, ddl_vm))
+        return conn_fail(st, 1, err, errlen, "creating table cspdns_vm");
+    if (!have_record && mysql_query(st->conn, ddl_record))
+        return conn_fail(st, 1, err, errlen, "creating table cspdns_record");
     return CSP_OK;
 }
 
@@ -695,17 +727,9 @@ static csp_status db_connect(struct pdns_store *st, int at_open, char *err, size
         if (rc != CSP_OK)
             goto fail;
     } else if (at_open) {
-        rc = db_check_schema(st, err, errlen);
+        rc = db_create_tables(st, err, errlen);
         if (rc != CSP_OK)
             goto fail;
-        if (mysql_query(st->conn, ddl_vm)) {
-            rc = conn_fail(st, at_open, err, errlen, "creating table cspdns_vm");
-            goto fail;
-        }
-        if (mysql_query(st->conn, ddl_record)) {
-            rc = conn_fail(st, at_open, err, errlen, "creating table cspdns_record");
-            goto fail;
-        }
     }
     rc = db_prepare(st, err, errlen);
     if (rc == CSP_OK)

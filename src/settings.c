@@ -20,7 +20,8 @@ const struct settings_doc settings_docs[] = {
     {"KAFKA_GROUP", "(required)",
      "consumer group id; instances in one group share the partitions and the resyncs"},
     {"KAFKA_CFG_<PROPERTY>", "",
-     "any librdkafka property, e.g. KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL"},
+     "any librdkafka property, e.g. KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL; "
+     "KAFKA_CFG_<PROPERTY>_FILE reads its value from a file"},
     {"CS_ENDPOINT", "(required)", "CloudStack API URL, e.g. https://cloud.example.com/client/api"},
     {"CS_API_KEY", "(required)",
      "API key of an account that can list all VMs (or CS_API_KEY_FILE)"},
@@ -91,8 +92,39 @@ static int dup_into(char **dst, const char *v, char *err, size_t errlen)
     return 0;
 }
 
-/* Reads a secret from NAME, or from the file named by NAME_FILE (trailing newlines dropped), so
- * secrets can come from container secret mounts instead of the environment. */
+/* The secret in the file at path (named by the variable var), trailing newlines dropped. A file
+ * too large to be a secret is refused rather than cut short. */
+static int read_secret_file(const char *var, const char *path, char **dst, char *err, size_t errlen)
+{
+    enum { MAX_SECRET = 65536 };
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read %s: %s", var, path, strerror(errno));
+        return -1;
+    }
+    char *buf = malloc(MAX_SECRET + 1);
+    if (!buf) {
+        fclose(f);
+        return fail(err, errlen, var, "out of memory");
+    }
+    size_t len = fread(buf, 1, MAX_SECRET + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || len > MAX_SECRET) {
+        free(buf);
+        snprintf(err, errlen, "%s: %s %s", var, path,
+                 bad ? "cannot be read" : "is larger than 64 KB (is it the right file?)");
+        return -1;
+    }
+    buf[len] = '\0';
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+    *dst = buf;
+    return 0;
+}
+
+/* Reads a secret from NAME, or from the file named by NAME_FILE, so secrets can come from
+ * container secret mounts instead of the environment. */
 static int load_secret(char *const *envp, const char *name, char **dst, char *err, size_t errlen)
 {
     char fname[64];
@@ -104,18 +136,7 @@ static int load_secret(char *const *envp, const char *name, char **dst, char *er
         return dup_into(dst, direct, err, errlen);
     if (!file)
         return 0;
-    FILE *f = fopen(file, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot read %s: %s", fname, file, strerror(errno));
-        return -1;
-    }
-    char buf[4096];
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = '\0';
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-        buf[--len] = '\0';
-    return dup_into(dst, buf, err, errlen);
+    return read_secret_file(fname, file, dst, err, errlen);
 }
 
 static int load_string(char *const *envp, const char *name, char **dst, char *err, size_t errlen)
@@ -178,7 +199,9 @@ static int load_bool(char *const *envp, const char *name, bool *dst, char *err, 
     return fail(err, errlen, name, what);
 }
 
-/* KAFKA_CFG_SESSION_TIMEOUT_MS=6000 -> session.timeout.ms=6000 */
+/* KAFKA_CFG_SESSION_TIMEOUT_MS=6000 -> session.timeout.ms=6000. KAFKA_CFG_SASL_PASSWORD_FILE=F
+ * -> sasl.password=<F's contents>: no librdkafka property ends in ".file", so the suffix is free
+ * for the secrets convention. */
 static int load_kafka_cfg(struct settings *s, char *const *envp, char *err, size_t errlen)
 {
     static const char prefix[] = "KAFKA_CFG_";
@@ -191,17 +214,29 @@ static int load_kafka_cfg(struct settings *s, char *const *envp, char *err, size
                      (int)(eq ? eq - *e : (long)strlen(*e)), *e);
             return -1;
         }
+        size_t n = (size_t)(eq - name);
+        int from_file = n > 5 && strncmp(eq - 5, "_FILE", 5) == 0;
+        char var[256], direct[256];
+        snprintf(var, sizeof var, "%.*s", (int)(eq - *e), *e);
+        if (from_file) {
+            n -= 5;
+            snprintf(direct, sizeof direct, "%.*s", (int)(eq - *e) - 5, *e);
+            if (env_get(envp, direct))
+                return fail(err, errlen, direct, "set only one of it and its _FILE variant");
+        }
         struct settings_kv *kv = realloc(s->kafka_cfg, (s->kafka_cfg_n + 1) * sizeof *kv);
         if (!kv)
             return fail(err, errlen, "KAFKA_CFG_*", "out of memory");
         s->kafka_cfg = kv;
         kv = &s->kafka_cfg[s->kafka_cfg_n];
-        kv->key = strndup(name, (size_t)(eq - name));
-        kv->value = strdup(eq + 1);
-        if (!kv->key || !kv->value) {
-            free(kv->key);
-            free(kv->value);
+        kv->value = NULL;
+        kv->key = strndup(name, n);
+        if (!kv->key)
             return fail(err, errlen, "KAFKA_CFG_*", "out of memory");
+        if (from_file ? read_secret_file(var, eq + 1, &kv->value, err, errlen) != 0
+                      : dup_into(&kv->value, eq + 1, err, errlen) != 0) {
+            free(kv->key);
+            return -1;
         }
         s->kafka_cfg_n++;
         for (char *p = kv->key; *p; p++)
@@ -405,13 +440,21 @@ static int is_setting(const char *name, size_t n)
     return 0;
 }
 
-/* A secret and its _FILE variant are one setting: the environment's wins over either line. */
+/* A secret and its _FILE variant are one setting: the environment's wins over either line. Any
+ * KAFKA_CFG_* may be a secret (sasl.password, ssl.key.password). */
 static int env_has_setting(char *const *envp, const char *name)
 {
     if (env_get(envp, name))
         return 1;
-    char other[128];
+    char other[160]; /* a name from the file (under 128) and "_FILE" */
     size_t n = strlen(name);
+    if (strncmp(name, "KAFKA_CFG_", 10) == 0) {
+        if (n > 15 && strcmp(name + n - 5, "_FILE") == 0)
+            snprintf(other, sizeof other, "%.*s", (int)n - 5, name);
+        else
+            snprintf(other, sizeof other, "%s_FILE", name);
+        return env_get(envp, other) != NULL;
+    }
     for (const char *const *sn = secret_names; *sn; sn++) {
         size_t k = strlen(*sn);
         if (n == k && strcmp(name, *sn) == 0)
@@ -499,9 +542,11 @@ static int parse_line(struct file_env *fe, char *line, unsigned lineno, char *wh
         p++;
     if (!*p || *p == '#' || *p == ';')
         return 0;
+    /* A malformed line is never echoed: it may be a secret's line gone wrong
+     * ("MYSQL_PDNS_PASSWORD hunter2"), and this message goes to the journal. */
     char *eq = strchr(p, '=');
     if (!eq) {
-        snprintf(why, whylen, "\"%.40s\" is not NAME=value", p);
+        snprintf(why, whylen, "expected NAME=value, a comment (# or ;) or a blank line");
         return -1;
     }
     size_t n = (size_t)(eq - p);
@@ -512,8 +557,7 @@ static int parse_line(struct file_env *fe, char *line, unsigned lineno, char *wh
         valid = isalnum((unsigned char)p[i]) || p[i] == '_';
     if (!valid) {
         snprintf(why, whylen,
-                 "\"%.*s\" is not a variable name (letters, digits and '_'; no \"export\")",
-                 (int)(n > 40 ? 40 : n), p);
+                 "expected a variable name before '=' (letters, digits and '_'; no \"export\")");
         return -1;
     }
     if (!is_setting(p, n)) {

@@ -89,6 +89,16 @@ bad_values = {
 for var, value in bad_values.items():
     expect_config_error(f"invalid {var} is named", dict(GOOD, **{var: value}), var)
 
+# KAFKA_CFG_* must not switch off commit-after-write, however the value is spelled; the same
+# properties set to cs-pdns's own values are harmless and stay allowed.
+for var, value in (("KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE", "true"),
+                   ("KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE", "1"),
+                   ("KAFKA_CFG_ENABLE_AUTO_COMMIT", "false")):
+    expect_config_error(f"{var}={value} is refused", dict(GOOD, **{var: value}), var)
+r = run(["check"], dict(GOOD, KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE="false",
+                        KAFKA_CFG_ENABLE_AUTO_COMMIT="true", KAFKA_CFG_AUTO_COMMIT_INTERVAL_MS="1000"))
+check("the offset settings at cs-pdns's own values are allowed", r.returncode == 0, r.stderr)
+
 expect_config_error("DNS_ADD_TO_COMMON_ZONE without DNS_COMMON_ZONE",
                     dict(GOOD, DNS_ADD_TO_COMMON_ZONE="true"), "DNS_COMMON_ZONE")
 expect_config_error("an empty setting is named", dict(GOOD, KAFKA_GROUP=""), "KAFKA_GROUP")
@@ -142,6 +152,13 @@ with tempfile.TemporaryDirectory() as d:
         f.write("# line 1\nKAFKA_TOPIC=cloudstack\nthis is not a setting\n")
     expect_config_error("a line that is not NAME=value is named by file:line", {}, f"{bad}:3:",
                         args=("check", "--config", bad))
+    for line in ("MYSQL_PDNS_PASSWORD hunter2", "export MYSQL_PDNS_PASSWORD=hunter2"):
+        with open(bad, "w") as f:
+            f.write(f"KAFKA_TOPIC=cloudstack\n{line}\n")
+        r = run(["check", "--config", bad], GOOD)
+        check(f"a malformed line ({line.split()[0]} ...) is named by file:line, never echoed",
+              r.returncode == 2 and f"{bad}:2:" in r.stderr and "hunter2" not in r.stderr,
+              r.stderr)
     with open(bad, "w") as f:
         f.write("KAFKA_TOPIC=cloudstack\nDNS_RECORD_TTL=sixty\n")
     for cmd in (["check"], ["run"], ["resync", "--dry-run"], ["plan", "--event", "-"],

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,12 @@ from cloudstack_sim import CloudStackClient  # noqa: E402
 
 API_KEY = "e2e-admin-key-" + "x" * 20
 SECRET = "e2e-admin-secret-" + "y" * 20
+ROTATED_SECRET = SECRET + "-rotated"
+MYSQL_TLS_PASSWORD = "tls-pw-7f3a"
+LEAST_PRIV_PASSWORD = "lp-pw-" + "z" * 12
+# Every secret a test hands cs-pdns (the stack's own are in its state): secrets_scan.py looks for
+# each in every cs-pdns log of the run.
+SECRETS = (API_KEY, SECRET, ROTATED_SECRET, MYSQL_TLS_PASSWORD, LEAST_PRIV_PASSWORD)
 
 
 def load_stack():
@@ -142,27 +149,31 @@ class Stack:
         return sorted(line.strip() for line in r.stdout.splitlines() if line.strip())
 
     # ---- the CloudStack simulator ----
-    def start_sim(self, fmt="4.16"):
+    def start_sim(self, fmt="4.16", tls=None):
+        """tls: (certificate, key, CA file) to serve HTTPS; the tests' own calls trust the CA."""
         port_file = os.path.join(self.workdir, "sim.port")
         log = open(os.path.join(self.workdir, "sim.log"), "ab")
         self.sim_proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "tests", "sim", "cloudstack_sim.py"), "--port", "0",
              "--port-file", port_file, "--api-key", API_KEY, "--secret-key", SECRET,
              "--kafka-bootstrap", self.state["kafka"]["bootstrap"], "--topic", self.topic,
-             "--format", fmt], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+             "--format", fmt] + (["--tls-cert", tls[0], "--tls-key", tls[1]] if tls else []),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_until("the CloudStack simulator", lambda: os.path.exists(port_file), 20)
         with open(port_file) as f:
             self.sim_port = int(f.read().strip())
-        self.endpoint = f"http://127.0.0.1:{self.sim_port}/client/api"
-        self.cs = CloudStackClient(self.endpoint, API_KEY, SECRET)
+        self.sim_base = f"{'https' if tls else 'http'}://127.0.0.1:{self.sim_port}"
+        self.sim_ssl = ssl.create_default_context(cafile=tls[2]) if tls else None
+        self.endpoint = f"{self.sim_base}/client/api"
+        self.cs = CloudStackClient(self.endpoint, API_KEY, SECRET, context=self.sim_ssl)
         return self
 
     def control(self, path, body=None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.sim_port}/sim/{path}", data=data,
+        req = urllib.request.Request(f"{self.sim_base}/sim/{path}", data=data,
                                      method="GET" if body is None else "POST",
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30, context=self.sim_ssl) as r:
             text = r.read().decode()
             return json.loads(text) if text else None
 
@@ -171,7 +182,7 @@ class Stack:
         self.control("flush", {})
 
     # ---- cs-pdns ----
-    def daemon_env(self, **extra):
+    def daemon_env(self, drop=(), **extra):
         m = self.state["mysql"]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -199,14 +210,16 @@ class Stack:
             if k in os.environ:
                 env[k] = os.environ[k]
         env.update({k: str(v) for k, v in extra.items()})
+        for k in drop:
+            env.pop(k, None)
         return env
 
-    def start_daemon(self, **extra):
+    def start_daemon(self, drop=(), **extra):
         self.daemon_log = os.path.join(self.workdir, "cs-pdns.log")
         self._log_offset = os.path.getsize(self.daemon_log) if os.path.exists(self.daemon_log) \
             else 0
         log = open(self.daemon_log, "ab")
-        self.daemon = subprocess.Popen([self.bin, "run"], env=self.daemon_env(**extra),
+        self.daemon = subprocess.Popen([self.bin, "run"], env=self.daemon_env(drop, **extra),
                                        stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL)
         wait_until("cs-pdns to join the group", lambda: self.log_has("assigned"), 30)

@@ -36,8 +36,8 @@ class PrivateDbStack(Stack):
     def sql(self, query):
         return self.root_sql(query, self.db)
 
-    def daemon_env(self, **extra):
-        env = super().daemon_env(**extra)
+    def daemon_env(self, drop=(), **extra):
+        env = super().daemon_env(drop, **extra)
         if self.page_size:
             env.setdefault("RESYNC_PAGE_SIZE", str(self.page_size))
         env["MYSQL_PDNS_NAME"] = self.db

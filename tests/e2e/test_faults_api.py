@@ -14,7 +14,7 @@ import time
 
 import faultkit as fk
 import reliability
-from harness import API_KEY, SECRET, Results, Stack, eq, wait_until
+from harness import API_KEY, ROTATED_SECRET, SECRET, Results, Stack, eq, wait_until
 from world import World
 
 TEST = "faults_api"
@@ -169,7 +169,7 @@ def http_5xx():
 
 def http_401_rotation():
     res = {}
-    rotated = SECRET + "-rotated"
+    rotated = ROTATED_SECRET
 
     def begin():
         st.control("rotate_key", {"apikey": API_KEY, "new_secret": rotated})

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import tempfile
 
-from harness import Results, binary, eq
+from harness import MYSQL_TLS_PASSWORD, Results, binary, eq
 from stack import free_port, spawn, stop_pid, wait_for
 
 SCHEMA = "/usr/share/pdns-backend-mysql/schema/schema.mysql.sql"
-USER, PASSWORD, DB = "tlsuser", "tls-pw-7f3a", "pdns"
+USER, PASSWORD, DB = "tlsuser", MYSQL_TLS_PASSWORD, "pdns"
 
 
 def run(argv, **kw):

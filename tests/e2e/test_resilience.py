@@ -4,6 +4,7 @@
 Must not: skip; every check here crosses real sockets to real services.
 """
 import json
+import os
 import re
 import signal
 import sys
@@ -99,6 +100,28 @@ def sigint_is_clean_too():
     st.start_daemon()
 
 
+def secrets_from_files_not_in_ps():
+    # With every secret read from a *_FILE, neither `ps` (cmdline) nor /proc/<pid>/environ of the
+    # running daemon holds one, and events are still applied (the files' secrets work).
+    st.stop_daemon()
+    files = {}
+    for var, value in (("CS_API_KEY", API_KEY), ("CS_SECRET_KEY", SECRET),
+                       ("MYSQL_PDNS_PASSWORD", st.state["mysql"]["password"])):
+        files[var + "_FILE"] = os.path.join(st.workdir, var.lower())
+        with open(files[var + "_FILE"], "w") as f:
+            f.write(value + "\n")
+    st.start_daemon(drop=("CS_API_KEY", "CS_SECRET_KEY", "MYSQL_PDNS_PASSWORD"), **files)
+    vm = w.deploy("file-secrets")
+    ip = w.default_nic(vm)["ipaddress"]
+    wait_until("applied with secrets from files", lambda: st.dig(fqdn("file-secrets")) == [ip], 20)
+    for what in ("cmdline", "environ"):
+        with open(f"/proc/{st.daemon.pid}/{what}", "rb") as f:
+            text = f.read().replace(b"\0", b" ").decode(errors="replace")
+        assert "cs-pdns" in text or "CS_ENDPOINT" in text, f"/proc/<pid>/{what}: {text[:200]!r}"
+        for secret in (API_KEY, SECRET, st.state["mysql"]["password"]):
+            assert secret not in text, f"a secret appears in /proc/<pid>/{what}"
+
+
 def idle_latency():
     samples = []
     for i in range(5):
@@ -125,6 +148,8 @@ try:
             poison_messages_skipped)
     r.check("SIGTERM: exit 0; restart resumes without loss or replay", sigterm_then_resume)
     r.check("SIGINT: clean leave", sigint_is_clean_too)
+    r.check("secrets from *_FILE: applied, and in neither cmdline nor environ",
+            secrets_from_files_not_in_ps)
     r.check("idle latency from event to DNS", idle_latency)
     r.check("no key, secret, signature or password in the debug log", no_secrets_in_logs)
 finally:

@@ -60,6 +60,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -834,7 +835,10 @@ class Simulator:
         state_events=True,
         usage_events=True,
         message_timeout_ms=60000,
+        tls_cert=None,
+        tls_key=None,
     ):
+        self.tls = (tls_cert, tls_key) if tls_cert else None
         if fmt not in FORMATS:
             raise ValueError("format must be one of %s" % ", ".join(FORMATS))
         self.fmt = fmt
@@ -911,6 +915,12 @@ class Simulator:
         """Bind 127.0.0.1:<port> (0 = any free port), serve in a thread; returns the port."""
         server = _Server(("127.0.0.1", self.port), _Handler)
         server.sim = self
+        if self.tls:
+            # The handshake runs in accept(); a client refusing the certificate only costs that
+            # connection (socketserver drops a failed accept).
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(
@@ -924,7 +934,7 @@ class Simulator:
 
     @property
     def endpoint(self):
-        return "http://127.0.0.1:%d/client/api" % self.port
+        return "%s://127.0.0.1:%d/client/api" % ("https" if self.tls else "http", self.port)
 
     def stop(self):
         """Stop serving, then flush and stop kcat; returns a Kafka error text or None."""
@@ -3133,8 +3143,10 @@ class CloudStackClient:
         expires_in=600,
         method="GET",
         timeout=30,
+        context=None,
     ):
         self.endpoint = endpoint
+        self.context = context  # an ssl.SSLContext for an https endpoint with a private CA
         self.apikey = apikey
         self.secret = secret
         self.signature_version = signature_version
@@ -3169,7 +3181,7 @@ class CloudStackClient:
         else:
             req = urllib.request.Request(self.endpoint + "?" + query)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.context) as resp:
                 status, text = resp.status, resp.read().decode("utf-8")
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode("utf-8", "replace")
@@ -3229,6 +3241,8 @@ def main(argv=None):
     ap.add_argument(
         "--verbose", action="store_true", help="log every HTTP request and kcat's stderr"
     )
+    ap.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM, chain first)")
+    ap.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
     args = ap.parse_args(argv)
 
     if args.kafka_bootstrap and shutil.which(args.kcat) is None:
@@ -3247,6 +3261,8 @@ def main(argv=None):
         state_events=not args.no_state_events,
         usage_events=not args.no_usage_events,
         message_timeout_ms=args.message_timeout_ms,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -3259,9 +3275,9 @@ def main(argv=None):
     if args.port_file:
         write_port_file(args.port_file, port)
     log(
-        "serving http://127.0.0.1:%d/client/api (format %s, kafka %s)"
+        "serving %s (format %s, kafka %s)"
         % (
-            port,
+            sim.endpoint,
             args.format,
             "%s topic %s" % (args.kafka_bootstrap, args.topic) if args.kafka_bootstrap else "off",
         )

@@ -1,5 +1,6 @@
 /* test_settings.c -- settings from an environment and a --config file: defaults, parsing, errors.
  * Must not: read the real environment; every case passes its own envp (and its own temp file). */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,62 @@ static void test_secret_file(void)
     unlink(path);
 }
 
+/* Any librdkafka property can come from a file, for sasl.password and ssl.key.password. */
+static void test_kafka_secret_file(void)
+{
+    char path[] = "/tmp/cspdns-secret-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "sasl s3cret\r\n", 13) == 13);
+    close(fd);
+    char pw[128], key[128], missing[] = "KAFKA_CFG_SSL_KEY_PASSWORD_FILE=/nonexistent/k";
+    snprintf(pw, sizeof pw, "KAFKA_CFG_SASL_PASSWORD_FILE=%s", path);
+    snprintf(key, sizeof key, "KAFKA_CFG_SSL_KEY_PASSWORD_FILE=%s", path);
+    char *env[] = {"KAFKA_CFG_SASL_USERNAME=cs-pdns", pw, key, NULL};
+    struct settings s;
+    char err[256] = "";
+    CHECK_INT(settings_load(&s, env, err, sizeof err), 0);
+    CHECK_INT(s.kafka_cfg_n, 3);
+    CHECK_STR(s.kafka_cfg[0].key, "sasl.username");
+    CHECK_STR(s.kafka_cfg[1].key, "sasl.password");
+    CHECK_STR(s.kafka_cfg[1].value, "sasl s3cret");
+    CHECK_STR(s.kafka_cfg[2].key, "ssl.key.password");
+    CHECK_STR(s.kafka_cfg[2].value, "sasl s3cret");
+    settings_free(&s);
+    char *both[] = {"KAFKA_CFG_SASL_PASSWORD=x", pw, NULL};
+    expect_error(both, "KAFKA_CFG_SASL_PASSWORD: set only one of it and its _FILE variant");
+    char *unreadable[] = {missing, NULL};
+    expect_error(unreadable, "KAFKA_CFG_SSL_KEY_PASSWORD_FILE: cannot read /nonexistent/k");
+
+    /* In a --config file too; the environment's _FILE wins over the file's plain value. */
+    char conf[] = "/tmp/cspdns-conf-XXXXXX";
+    fd = mkstemp(conf);
+    CHECK(fd >= 0);
+    const char *text = "KAFKA_CFG_SASL_PASSWORD=from-conf\nKAFKA_CFG_SSL_KEY_PASSWORD=k\n";
+    CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    char *env_file[] = {pw, NULL};
+    CHECK_INT(settings_load_file(&s, conf, env_file, err, sizeof err), 0);
+    CHECK_INT(s.kafka_cfg_n, 2);
+    CHECK_STR(s.kafka_cfg[0].key, "sasl.password");
+    CHECK_STR(s.kafka_cfg[0].value, "sasl s3cret");
+    CHECK_STR(s.kafka_cfg[1].value, "k");
+    settings_free(&s);
+    unlink(conf);
+
+    /* A file too large to be a secret is refused, not cut short. */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    CHECK(fd >= 0);
+    static char big[70000];
+    memset(big, 'x', sizeof big);
+    CHECK(write(fd, big, sizeof big) == (ssize_t)sizeof big);
+    close(fd);
+    snprintf(err, sizeof err, "KAFKA_CFG_SASL_PASSWORD_FILE: %s is larger than 64 KB", path);
+    char *env_big[] = {pw, NULL};
+    expect_error(env_big, err);
+    unlink(path);
+}
+
 /* Writes text to a new temporary file; path receives its name (caller unlinks). */
 static void write_conf(char path[64], const char *text)
 {
@@ -234,13 +291,18 @@ static void expect_file_error(const char *text, char **env, const char *want)
 static void test_config_file_errors(void)
 {
     char *none[] = {NULL};
-    expect_file_error("# ok\nKAFKA_TOPIC=t\njust words\n", none,
-                      "3: \"just words\" is not NAME=value");
-    expect_file_error("export KAFKA_TOPIC=t\n", none,
-                      "1: \"export KAFKA_TOPIC\" is not a variable name (letters, digits and '_'; "
-                      "no \"export\")");
+    /* A malformed line is reported by its position only: it may hold a secret. */
+    expect_file_error("# ok\nKAFKA_TOPIC=t\nMYSQL_PDNS_PASSWORD hunter2\n", none,
+                      "3: expected NAME=value, a comment (# or ;) or a blank line");
+    expect_file_error("export MYSQL_PDNS_PASSWORD=hunter2\n", none,
+                      "1: expected a variable name before '=' (letters, digits and '_'; no "
+                      "\"export\")");
+    expect_file_error("MYSQL_PDNS_PASSWORD: hunter2=x\n", none,
+                      "1: expected a variable name before '=' (letters, digits and '_'; no "
+                      "\"export\")");
     expect_file_error("=x\n", none,
-                      "1: \"\" is not a variable name (letters, digits and '_'; no \"export\")");
+                      "1: expected a variable name before '=' (letters, digits and '_'; no "
+                      "\"export\")");
     expect_file_error("KAFKA_BOOTSTRAPS=k:9092\n", none,
                       "1: KAFKA_BOOTSTRAPS is not a cs-pdns setting (see cs-pdns --help)");
     expect_file_error("POLICY_FILE_FILE=/x\n", none,
@@ -287,6 +349,7 @@ int main(void)
     test_errors();
     test_resync_values();
     test_secret_file();
+    test_kafka_secret_file();
     test_config_file();
     test_config_file_errors();
     return unit_done("settings");
