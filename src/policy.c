@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "embedded_lua.h"
 #include "logger.h"
+#include "text_file.h"
 
 /* Defaults for limits a caller leaves at 0; the same as the documented settings defaults. */
 #define DEFAULT_MAX_INSTRUCTIONS 10000000L
@@ -787,42 +788,6 @@ static const luaL_Reg cs_funcs[] = {
 
 /* ---- host API: require ---- */
 
-/* Reads a whole text file into a malloc'ed, NUL-terminated buffer. Touches no Lua state, so it
- * is safe to call before handing the buffer to lua_load (which does not raise). */
-static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-        fclose(f);
-        return -1;
-    }
-    if ((unsigned long)size > MAX_SOURCE_BYTES) {
-        snprintf(err, errlen, "%s is larger than %u bytes", path, MAX_SOURCE_BYTES);
-        fclose(f);
-        return -1;
-    }
-    char *buf = malloc((size_t)size + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)size, f) : 0;
-    int bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        snprintf(err, errlen, "cannot read %s: %s", path, buf ? "read error" : "out of memory");
-        free(buf);
-        return -1;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 /* Binary chunks start with LUA_SIGNATURE. Loading uses mode "t", which refuses them anyway;
  * checking first gives a message that says what is wrong. */
 static int is_bytecode(const char *src, size_t len)
@@ -915,7 +880,7 @@ static int l_require(lua_State *L)
     snprintf(chunk, sizeof chunk, "@%s", path);
     char *buf;
     size_t n;
-    if (read_file(path, &buf, &n, e, sizeof e) != 0)
+    if (text_file_read(path, MAX_SOURCE_BYTES, &buf, &n, e, sizeof e) != 0)
         return raisef(L, "require('%s'): %s", name, e);
     /* lua_load does not raise, so buf cannot leak before it is freed */
     int bytecode = is_bytecode(buf, n);
@@ -1150,7 +1115,8 @@ int policy_new(const struct policy_config *cfg, struct policy **out, char *err, 
         oom |= !(p->common_zone = strdup(cfg->common_zone));
     if (cfg->path) {
         char e[512];
-        if (read_file(cfg->path, &p->src_owned, &p->src_len, e, sizeof e) != 0) {
+        if (text_file_read(cfg->path, MAX_SOURCE_BYTES, &p->src_owned, &p->src_len, e, sizeof e) !=
+            0) {
             snprintf(err, errlen, "policy: %s", e);
             policy_free(p);
             return -1;
@@ -1537,7 +1503,7 @@ static int run_script(lua_State *L)
     lua_settop(L, 0);
     char *buf, chunk[4200];
     size_t n;
-    if (read_file(s->path, &buf, &n, s->err, s->errlen) != 0) {
+    if (text_file_read(s->path, MAX_SOURCE_BYTES, &buf, &n, s->err, s->errlen) != 0) {
         s->bad = 1;
         return 0;
     }

@@ -13,6 +13,7 @@
 #include "dns_name.h"
 #include "http_server.h"
 #include "logger.h"
+#include "text_file.h"
 
 const struct settings_doc settings_docs[] = {
     {"KAFKA_BOOTSTRAP", "(required)", "Kafka bootstrap servers, host:port[,host:port...]"},
@@ -96,30 +97,14 @@ static int dup_into(char **dst, const char *v, char *err, size_t errlen)
  * too large to be a secret is refused rather than cut short. */
 static int read_secret_file(const char *var, const char *path, char **dst, char *err, size_t errlen)
 {
-    enum { MAX_SECRET = 65536 };
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot read %s: %s", var, path, strerror(errno));
+    char why[512];
+    size_t len;
+    if (text_file_read(path, 64 * 1024, dst, &len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: %s", var, why);
         return -1;
     }
-    char *buf = malloc(MAX_SECRET + 1);
-    if (!buf) {
-        fclose(f);
-        return fail(err, errlen, var, "out of memory");
-    }
-    size_t len = fread(buf, 1, MAX_SECRET + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad || len > MAX_SECRET) {
-        free(buf);
-        snprintf(err, errlen, "%s: %s %s", var, path,
-                 bad ? "cannot be read" : "is larger than 64 KB (is it the right file?)");
-        return -1;
-    }
-    buf[len] = '\0';
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-        buf[--len] = '\0';
-    *dst = buf;
+    while (len > 0 && ((*dst)[len - 1] == '\n' || (*dst)[len - 1] == '\r'))
+        (*dst)[--len] = '\0';
     return 0;
 }
 

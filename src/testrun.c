@@ -16,6 +16,7 @@
 #include "embedded_lua.h"
 #include "json.h"
 #include "policy.h"
+#include "text_file.h"
 #include "textbuf.h"
 
 /* The test file as a whole gets roomy limits; each records() call gets the product defaults. */
@@ -96,36 +97,6 @@ static struct box *push_box(lua_State *L)
     memset(b, 0, sizeof *b);
     luaL_setmetatable(L, BOX_MT);
     return b;
-}
-
-static int read_all(const char *path, char **out, size_t *len, char *err, size_t errlen)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
-        return -1;
-    }
-    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (size < 0 || (unsigned long)size > MAX_FIXTURE_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-        snprintf(err, errlen, "cannot read %.300s: %s", path,
-                 size < 0 ? strerror(errno) : "too large");
-        fclose(f);
-        return -1;
-    }
-    char *buf = malloc((size_t)size + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)size, f) : 0;
-    int bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        snprintf(err, errlen, "cannot read %.300s", path);
-        free(buf);
-        return -1;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
 }
 
 /* ---- Lua -> JSON text, for the real C path that takes json_value ---- */
@@ -314,7 +285,7 @@ static int tr_fixture(lua_State *L)
     struct box *b = push_box(L);
     char *text;
     size_t len;
-    int rc = read_all(path, &text, &len, err, sizeof err);
+    int rc = text_file_read(path, MAX_FIXTURE_BYTES, &text, &len, err, sizeof err);
     if (rc == 0) {
         rc = json_parse(text, len, &b->docs[0], err, sizeof err);
         free(text);

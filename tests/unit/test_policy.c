@@ -755,7 +755,7 @@ static void test_escapes(void)
         {"load('return 1')() -- %s", "undefined global 'load'"},
         {"loadfile('%s')", "undefined global 'loadfile'"},
         {"dofile('%s')", "undefined global 'dofile'"},
-        {"require('io') -- %s", "require('io'): cannot open "},
+        {"require('io') -- %s", "require('io'): cannot read "},
         {"require('../../etc/passwd') -- %s", "a module name is"},
         {"local f = string.dump(function() end) -- %s",
          "attempt to call a nil value (field 'dump')"},
