@@ -73,6 +73,7 @@ struct pipeline {
 static void owner_cache_free(struct owner_cache *c);
 static int owner_cache_new(long long ttl_ms, size_t max, struct owner_cache **out);
 static void batch_free(struct batch *b);
+static void count_records(struct pipeline *p, const struct pdns_apply_stats *stats, int all);
 
 /* Where the event came from, for every log line about it. */
 struct pos {
@@ -132,6 +133,8 @@ int pipeline_new(const struct settings *s, struct pipeline_signals *sig, struct 
         pipeline_free(p);
         return PIPELINE_EXIT_RUNTIME;
     }
+    struct pdns_apply_stats none = {0};
+    count_records(p, &none, 1);
     if (s->kafka_bootstrap && kafka_source_check_config(s, err, errlen) != 0) {
         pipeline_free(p);
         return PIPELINE_EXIT_CONFIG;
@@ -569,6 +572,37 @@ static enum rec_result want_vm(struct pipeline *p, const char *vm_id, const json
     return REC_DONE;
 }
 
+/* The record-type label of by_type[t]. */
+static const char *type_label(int t)
+{
+    return t ? dns_rr_type_name((dns_rr_type)t) : "other";
+}
+
+/* Adds stats to the records counters. Only non-zero counts are added, so a VM costs a call per
+ * kind of change it had; with all set (at the start) every series of the model is created at 0,
+ * so a rate over the first change is right. */
+static void count_records(struct pipeline *p, const struct pdns_apply_stats *stats, int all)
+{
+    for (int t = all ? 1 : 0; t < DNS_RR_TYPE_COUNT; t++) {
+        const struct pdns_type_counts *k = &stats->by_type[t];
+        const char *type = type_label(t);
+        if (all || k->added)
+            metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, k->added, "added", type, NULL);
+        if (all || k->removed)
+            metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, k->removed, "removed", type,
+                        NULL);
+        if (all || k->updated)
+            metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, k->updated, "updated", type,
+                        NULL);
+        if (all || k->no_zone)
+            metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, k->no_zone, "no_zone", type,
+                        NULL);
+        if (all || k->foreign)
+            metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, k->foreign, "foreign", type,
+                        NULL);
+    }
+}
+
 /* The last half: after the records were written (or planned), says what changed. */
 static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, const char *vm_id,
                          const json_value *vm, size_t n, const struct pdns_apply_stats *stats)
@@ -582,22 +616,10 @@ static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, cons
          "no_zone=%u foreign=%u",
          vm_id, what, vm ? (state ? state : "?") : "gone", n, stats->added, stats->removed,
          stats->updated, stats->unchanged, stats->no_zone, stats->foreign);
-    if (!c->plan) {
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->added, "added", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->removed, "removed", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->updated, "updated", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats->no_zone, "no_zone", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats->foreign, "foreign", NULL);
-    }
-    if (c->stats) {
-        c->stats->added += stats->added;
-        c->stats->removed += stats->removed;
-        c->stats->updated += stats->updated;
-        c->stats->unchanged += stats->unchanged;
-        c->stats->no_zone += stats->no_zone;
-        c->stats->foreign += stats->foreign;
-        c->stats->zones_bumped += stats->zones_bumped;
-    }
+    if (!c->plan)
+        count_records(p, stats, 0);
+    if (c->stats)
+        pdns_apply_stats_add(c->stats, stats);
 }
 
 /* Writes (or plans) vm_id's records: inside the caller's transaction (c->in_txn), else in one of

@@ -488,17 +488,6 @@ static void account(struct resync *r, const struct item *it, enum resync_vm_outc
     }
 }
 
-static void add_stats(struct pdns_apply_stats *to, const struct pdns_apply_stats *from)
-{
-    to->added += from->added;
-    to->removed += from->removed;
-    to->updated += from->updated;
-    to->unchanged += from->unchanged;
-    to->no_zone += from->no_zone;
-    to->foreign += from->foreign;
-    to->zones_bumped += from->zones_bumped;
-}
-
 /* Several VMs per transaction: far fewer commits and SOA bumps. When the batch fails in the
  * database, its VMs are applied again one per transaction, so one bad VM costs only itself. */
 static int run_batch_txn(struct resync *r, size_t k)
@@ -515,7 +504,7 @@ static int run_batch_txn(struct resync *r, size_t k)
     if (ok)
         ok = pdns_store_commit(r->st, &chunk, err, sizeof err) == CSP_OK;
     if (ok) {
-        add_stats(&r->stats.records, &chunk);
+        pdns_apply_stats_add(&r->stats.records, &chunk);
         return 1;
     }
     log_msg(LOG_LVL_WARN, LOG_MOD,
@@ -538,7 +527,7 @@ static int apply_set(struct resync *r, const size_t *which, size_t m, char *err,
     for (size_t j = 0; j < m; j++) {
         struct resync_vm *v = &r->want[which[j]];
         v->stats = r->set[j].stats;
-        add_stats(&r->stats.records, &v->stats);
+        pdns_apply_stats_add(&r->stats.records, &v->stats);
         r->path.applied(r->ud, v);
     }
     return 1;
