@@ -101,6 +101,13 @@ csp_status pdns_store_apply_vm(struct pdns_store *st, const char *vm_id,
                                const struct dns_record *recs, size_t n,
                                struct pdns_apply_stats *stats, char *err, size_t errlen);
 
+/* Outside a transaction: one round trip that proves the database answers, so an idle caller
+ * notices an outage (and its end) without an event to write. A lost connection is reopened
+ * (once more when an idle connection turns out dead). Blocks at most the connect timeout (5 s)
+ * plus the read timeout (30 s). Returns CSP_OK, CSP_TRANSIENT (unreachable: retry later), or
+ * CSP_PERMANENT when called inside a transaction (a caller bug). */
+csp_status pdns_store_ping(struct pdns_store *st, char *err, size_t errlen);
+
 /* ---- read-only use: plans (dry runs) and the resync's view of ownership ---- */
 
 /* Like pdns_store_open, but writes nothing, ever: cs-pdns's tables are not created (where they

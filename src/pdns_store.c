@@ -827,6 +827,32 @@ csp_status pdns_store_begin(struct pdns_store *st, char *err, size_t errlen)
     return CSP_OK;
 }
 
+csp_status pdns_store_ping(struct pdns_store *st, char *err, size_t errlen)
+{
+    if (st->in_txn)
+        return plain_fail(CSP_PERMANENT, err, errlen,
+                          "pdns_store_ping called inside a transaction: commit or roll back first");
+    for (;;) {
+        if (st->lost)
+            db_close(st);
+        int fresh = !st->conn;
+        if (fresh) {
+            csp_status rc = db_connect(st, 0, err, errlen);
+            if (rc != CSP_OK)
+                return rc;
+            log_msg(LOG_LVL_INFO, LOG_MOD, "reconnected to MySQL %s:%u/%s", st->host, st->port,
+                    st->db);
+        }
+        if (mysql_ping(st->conn) == 0)
+            return CSP_OK;
+        csp_status rc = conn_fail(st, 0, err, errlen, "checking that the database answers");
+        /* A connection that died while idle (KILL, server restart) says nothing about the
+         * server now: a fresh one does. */
+        if (!st->lost || fresh)
+            return rc;
+    }
+}
+
 void pdns_store_rollback(struct pdns_store *st)
 {
     if (!st)

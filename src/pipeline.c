@@ -66,6 +66,7 @@ struct pipeline {
     struct batch *writing; /* NULL: no transaction in flight */
     struct store_writer *writer;
     struct store_write write;
+    long long last_db_ms;     /* run: when the database last answered or failed */
     metrics *metrics;         /* always kept; served on METRICS_ADDR when that is set */
     struct http_server *http; /* NULL unless METRICS_ADDR is set */
 };
@@ -249,12 +250,20 @@ static void purge_changed(struct pipeline *p)
                 n - purged, n, err);
 }
 
+/* Every database operation's outcome: what /readyz and cspdns_db_reachable report, and what
+ * keeps the idle check (check_db_idle) quiet while the database is in use. */
+static void note_db(struct pipeline *p, int reachable)
+{
+    metrics_set(p->metrics, METRIC_DB_REACHABLE, reachable, NULL);
+    p->last_db_ms = clock_ms();
+}
+
 int pipeline_connect_store(struct pipeline *p, char *err, size_t errlen)
 {
     unsigned attempt = 0;
     while (!p->sig->stop) {
         csp_status st = pdns_store_open(p->s, &p->store, err, errlen);
-        metrics_set(p->metrics, METRIC_DB_REACHABLE, st == CSP_OK, NULL);
+        note_db(p, st == CSP_OK);
         if (st == CSP_OK)
             return PIPELINE_EXIT_OK;
         if (st == CSP_PERMANENT)
@@ -642,7 +651,7 @@ static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const jso
     else
         st = pdns_store_apply_vm(p->store, vm_id, recs, n, &stats, err, sizeof err);
     if (!c->plan) {
-        metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
+        note_db(p, st != CSP_TRANSIENT);
         if (!c->in_txn)
             metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (clock_ms() - t0) / 1000.0,
                             NULL);
@@ -833,7 +842,7 @@ static void resync_applied(void *ud, const struct resync_vm *v)
     /* The resync adds v->stats to its totals itself. */
     struct reconcile_ctx c = {.trigger = "resync"};
     p->resync_wrote = 1;
-    metrics_set(p->metrics, METRIC_DB_REACHABLE, 1, NULL);
+    note_db(p, 1);
     note_applied(p, &c, v->vm_id, v->vm, v->n, &v->stats);
 }
 
@@ -1580,7 +1589,7 @@ static void batch_complete(struct pipeline *p)
         return;
     p->writing = NULL;
     csp_status st = store_writer_wait(p->writer, &p->write);
-    metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
+    note_db(p, st != CSP_TRANSIENT);
     metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, p->write.ms / 1000.0, NULL);
     if (st == CSP_OK) {
         metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)b->nwrite, NULL);
@@ -1674,6 +1683,30 @@ static int batch_fill(struct pipeline *p, struct batch *b, char *err, size_t err
     return 0;
 }
 
+/* With no database work for this long, the main loop asks the database whether it is still
+ * there, so an idle instance's /readyz and cspdns_db_reachable follow an outage too. */
+#define DB_IDLE_CHECK_MS 10000
+
+/* Only with no write in flight: the store's one connection must not serve the writer thread's
+ * transaction and this at once. A resync holds no transaction open between its steps. */
+static void check_db_idle(struct pipeline *p)
+{
+    if (p->writing || clock_ms() - p->last_db_ms < DB_IDLE_CHECK_MS)
+        return;
+    char err[1024];
+    double was = 1;
+    metrics_get(p->metrics, METRIC_DB_REACHABLE, &was, NULL);
+    csp_status st = pdns_store_ping(p->store, err, sizeof err);
+    note_db(p, st == CSP_OK);
+    if (st != CSP_OK && was == 1)
+        log_msg(LOG_LVL_WARN, "store",
+                "the database does not answer (checked while idle); /readyz says not ready until "
+                "it does, checked every %d s: %s",
+                DB_IDLE_CHECK_MS / 1000, err);
+    else if (st == CSP_OK && was != 1)
+        log_msg(LOG_LVL_INFO, "store", "the database answers again");
+}
+
 /* The resync shares the store with the writer: it takes its turns with no write in flight. */
 static void resync_turn(struct pipeline *p, int had_event)
 {
@@ -1723,6 +1756,7 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
     while (!p->sig->stop) {
         maybe_reload(p);
         http_server_tick(p->http);
+        check_db_idle(p);
         metrics_set(p->metrics, METRIC_KAFKA_PARTITIONS_ASSIGNED, kafka_source_assigned(ks), NULL);
         /* With a write in flight, an idle consumer finishes it at once (its log lines, cache
          * purge and offsets) rather than after the next message. */

@@ -1372,6 +1372,25 @@ static void test_kill_mid_batch(struct ctx *t)
     CHECK_INT(owned_by(t, ids[3]), 0);
 }
 
+static void test_ping(struct ctx *t)
+{
+    char err[512];
+    unsigned long long before;
+
+    printf("  ping: answers, reconnects after a KILL, refuses inside a transaction\n");
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_OK);
+    before = store_conn_id(t);
+    kill_conn(t, before);
+    /* The dead idle connection is replaced at once: the server is up, so the ping says so. */
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_OK);
+    CHECK(store_conn_id(t) != before);
+    CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_PERMANENT);
+    CHECK(strstr(err, "inside a transaction") != NULL);
+    pdns_store_rollback(t->st);
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_OK);
+}
+
 int main(void)
 {
     static const char *const vars[] = {"MYSQL_PDNS_HOST", "MYSQL_PDNS_PORT", "MYSQL_PDNS_NAME",
@@ -1410,6 +1429,7 @@ int main(void)
     test_new_zone(&t);
     test_batch_refusals(&t);
     test_kill_mid_batch(&t);
+    test_ping(&t);
     test_equivalence(&t);
     test_big_batch(&t);
     cleanup(&t);
