@@ -842,8 +842,16 @@ static void resync_applied(void *ud, const struct resync_vm *v)
     /* The resync adds v->stats to its totals itself. */
     struct reconcile_ctx c = {.trigger = "resync"};
     p->resync_wrote = 1;
-    note_db(p, 1);
     note_applied(p, &c, v->vm_id, v->vm, v->n, &v->stats);
+}
+
+/* The resync's own transactions (its batches) and reads count like the events'. */
+static void resync_store_done(void *ud, csp_status st, double txn_seconds)
+{
+    struct pipeline *p = ud;
+    note_db(p, st != CSP_TRANSIENT);
+    if (txn_seconds >= 0)
+        metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, txn_seconds, NULL);
 }
 
 static enum resync_vm_outcome resync_store_one(void *ud, const struct resync_vm *v,
@@ -887,6 +895,7 @@ static int resync_begin(struct pipeline *p, int dry_run, int force, int progress
     struct resync_batch_path path = {
         .want = resync_want, .applied = resync_applied, .store_one = resync_store_one};
     resync_set_batch_path(p->resync, &path);
+    resync_set_store_observer(p->resync, resync_store_done);
     return 0;
 }
 
