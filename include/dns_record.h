@@ -8,6 +8,9 @@
 #include "dns_name.h"
 
 typedef enum { DNS_RR_A = 1, DNS_RR_AAAA = 2, DNS_RR_PTR = 3 } dns_rr_type;
+/* One past the largest dns_rr_type: the size of arrays indexed by type (0 stands for a type
+ * outside the model, e.g. a row changed by hand). */
+#define DNS_RR_TYPE_COUNT 4
 
 #define DNS_TTL_MIN 1
 #define DNS_TTL_MAX 604800 /* one week */

@@ -16,9 +16,10 @@ typedef enum {
     METRIC_EVENTS_TOTAL,              /* cspdns_events_total{kind,outcome}: every consumed record.
                                          kind: the event type ("VM.CREATE") or "other";
                                          outcome: applied|ignored|bad_input|retried|skipped */
-    METRIC_RECORDS_CHANGED_TOTAL,     /* cspdns_records_changed_total{change}:
-                                         change added|removed|updated */
-    METRIC_RECORDS_SKIPPED_TOTAL,     /* cspdns_records_skipped_total{reason}: no_zone|foreign */
+    METRIC_RECORDS_CHANGED_TOTAL,     /* cspdns_records_changed_total{change,type}:
+                                         change added|removed|updated; type A|AAAA|PTR|other */
+    METRIC_RECORDS_SKIPPED_TOTAL,     /* cspdns_records_skipped_total{reason,type}:
+                                         reason no_zone|foreign; type as above */
     METRIC_POLICY_ERRORS_TOTAL,       /* cspdns_policy_errors_total{reason}:
                                          error|invalid|instructions|timeout|memory */
     METRIC_CLOUDSTACK_REQUESTS_TOTAL, /* cspdns_cloudstack_requests_total{command,status}:

@@ -30,6 +30,11 @@ csp_status pdns_store_open(const struct settings *s, struct pdns_store **out, ch
                            size_t errlen);
 void pdns_store_free(struct pdns_store *st);
 
+/* The counts of pdns_apply_stats that metrics break down by record type. */
+struct pdns_type_counts {
+    unsigned added, removed, updated, no_zone, foreign;
+};
+
 struct pdns_apply_stats {
     unsigned added;     /* records rows inserted (or, for a row another VM owns, co-owned) */
     unsigned removed;   /* ownerships dropped (rows deleted when no other owner remained) */
@@ -39,7 +44,12 @@ struct pdns_apply_stats {
     unsigned foreign;   /* desired records skipped: an identical row exists that cs-pdns does
                            not own (hand-made); it is left as it is */
     unsigned zones_bumped;
+    /* The same counts per record type, indexed by dns_rr_type; they add up to the totals. */
+    struct pdns_type_counts by_type[DNS_RR_TYPE_COUNT];
 };
+
+/* Adds every count of from to to. */
+void pdns_apply_stats_add(struct pdns_apply_stats *to, const struct pdns_apply_stats *from);
 
 /* One transaction may hold the changes of several VMs (batching); SOA serials of every zone
  * touched are bumped once, at commit. After any failure the transaction is rolled back and the
@@ -91,6 +101,13 @@ csp_status pdns_store_apply_many_txn(struct pdns_store *st, struct pdns_vm_recor
 csp_status pdns_store_apply_vm(struct pdns_store *st, const char *vm_id,
                                const struct dns_record *recs, size_t n,
                                struct pdns_apply_stats *stats, char *err, size_t errlen);
+
+/* Outside a transaction: one round trip that proves the database answers, so an idle caller
+ * notices an outage (and its end) without an event to write. A lost connection is reopened
+ * (once more when an idle connection turns out dead). Blocks at most the connect timeout (5 s)
+ * plus the read timeout (30 s). Returns CSP_OK, CSP_TRANSIENT (unreachable: retry later), or
+ * CSP_PERMANENT when called inside a transaction (a caller bug). */
+csp_status pdns_store_ping(struct pdns_store *st, char *err, size_t errlen);
 
 /* ---- read-only use: plans (dry runs) and the resync's view of ownership ---- */
 

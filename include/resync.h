@@ -132,6 +132,15 @@ void resync_free(struct resync *r);
  * (store_one). Without it each VM goes through resync_new's fn. Dry runs always use fn. */
 void resync_set_batch_path(struct resync *r, const struct resync_batch_path *path);
 
+/* Told after each database operation the resync runs itself -- the batches' transactions and
+ * the read of who owns records; the per-VM path reports its own: its status, and for a
+ * transaction how long it took from begin to commit or rollback, in seconds (< 0 for the read).
+ * Lets the caller keep its database health and latency figures without the resync knowing them. */
+typedef void (*resync_store_fn)(void *ud, csp_status st, double txn_seconds);
+
+/* Optional; fn gets resync_new's ud. */
+void resync_set_store_observer(struct resync *r, resync_store_fn fn);
+
 /* Does one bounded slice of work -- fetch a page, reconcile one batch of VMs, weigh the
  * removals -- so the caller can interleave its events. Returns 1 while work remains, 0 once
  * the resync has ended (it then logged its summary line). */

@@ -851,6 +851,32 @@ csp_status pdns_store_begin(struct pdns_store *st, char *err, size_t errlen)
     return CSP_OK;
 }
 
+csp_status pdns_store_ping(struct pdns_store *st, char *err, size_t errlen)
+{
+    if (st->in_txn)
+        return plain_fail(CSP_PERMANENT, err, errlen,
+                          "pdns_store_ping called inside a transaction: commit or roll back first");
+    for (;;) {
+        if (st->lost)
+            db_close(st);
+        int fresh = !st->conn;
+        if (fresh) {
+            csp_status rc = db_connect(st, 0, err, errlen);
+            if (rc != CSP_OK)
+                return rc;
+            log_msg(LOG_LVL_INFO, LOG_MOD, "reconnected to MySQL %s:%u/%s", st->host, st->port,
+                    st->db);
+        }
+        if (mysql_ping(st->conn) == 0)
+            return CSP_OK;
+        csp_status rc = conn_fail(st, 0, err, errlen, "checking that the database answers");
+        /* A connection that died while idle (KILL, server restart) says nothing about the
+         * server now: a fresh one does. */
+        if (!st->lost || fresh)
+            return rc;
+    }
+}
+
 void pdns_store_rollback(struct pdns_store *st)
 {
     if (!st)
@@ -1533,6 +1559,12 @@ static csp_status read_owner_counts(struct pdns_store *st, struct batch *b, char
 
 /* ---- step 2: replay ------------------------------------------------------------------------- */
 
+/* The per-type counts of a type outside the model (a row changed by hand) go to by_type[0]. */
+static struct pdns_type_counts *type_counts(struct pdns_apply_stats *s, dns_rr_type t)
+{
+    return &s->by_type[t > 0 && t < DNS_RR_TYPE_COUNT ? t : 0];
+}
+
 static int owned_by_vm(const struct batch *b, size_t vm, long long record_id)
 {
     const struct bvm *v = &b->bv[vm];
@@ -1613,6 +1645,7 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
         r->kind = PDNS_CHANGE_ADD;
         r->shared = 1;
         sum->added++;
+        type_counts(sum, d->type)->added++;
         b->bv[r->vm].kept++;
         return rc;
     }
@@ -1623,6 +1656,7 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
                     b->vms[r->vm].vm_id, d->name, type, d->content);
         r->kind = PDNS_CHANGE_FOREIGN;
         sum->foreign++;
+        type_counts(sum, d->type)->foreign++;
         return CSP_OK;
     }
     struct brow row = {.domain_id = r->zone->id,
@@ -1650,6 +1684,7 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
     }
     r->kind = PDNS_CHANGE_ADD;
     sum->added++;
+    type_counts(sum, d->type)->added++;
     b->bv[r->vm].kept++;
     rc = replay_pair(b, idx, r->vm, err, errlen);
     return rc == CSP_OK ? replay_touch(st, b, row.domain_id, row.name, err, errlen) : rc;
@@ -1672,6 +1707,7 @@ static csp_status replay_vm(struct pdns_store *st, struct batch *b, size_t vm, c
                     V->vm_id, d->name, d->name, dns_rr_type_name(d->type), d->content);
         b->recs[bv->rec0 + i].kind = PDNS_CHANGE_NO_ZONE;
         V->stats.no_zone++;
+        type_counts(&V->stats, d->type)->no_zone++;
     }
     /* Unclaimed: no longer wanted, a duplicate of a kept row, or an ownership whose row was
      * deleted by hand (only the ownership is dropped then). */
@@ -1690,6 +1726,7 @@ static csp_status replay_vm(struct pdns_store *st, struct batch *b, size_t vm, c
         struct brow *w = &b->rows[o->row];
         o->shared = w->owners > 1;
         V->stats.removed++;
+        type_counts(&V->stats, dns_rr_type_parse(w->type))->removed++;
         if (--w->owners <= 0) {
             w->deleted = 1;
             rc = replay_touch(st, b, w->domain_id, w->name, err, errlen);
@@ -1714,6 +1751,7 @@ static csp_status replay_vm(struct pdns_store *st, struct batch *b, size_t vm, c
         r->old_ttl = w->ttl;
         w->ttl = V->recs[i].ttl;
         V->stats.updated++;
+        type_counts(&V->stats, V->recs[i].type)->updated++;
         rc = replay_touch(st, b, w->domain_id, w->name, err, errlen);
     }
     return rc;
@@ -1941,6 +1979,24 @@ static csp_status apply_many(struct pdns_store *st, struct pdns_vm_records *vms,
     return rc;
 }
 
+void pdns_apply_stats_add(struct pdns_apply_stats *to, const struct pdns_apply_stats *from)
+{
+    to->added += from->added;
+    to->removed += from->removed;
+    to->updated += from->updated;
+    to->unchanged += from->unchanged;
+    to->no_zone += from->no_zone;
+    to->foreign += from->foreign;
+    to->zones_bumped += from->zones_bumped;
+    for (int t = 0; t < DNS_RR_TYPE_COUNT; t++) {
+        to->by_type[t].added += from->by_type[t].added;
+        to->by_type[t].removed += from->by_type[t].removed;
+        to->by_type[t].updated += from->by_type[t].updated;
+        to->by_type[t].no_zone += from->by_type[t].no_zone;
+        to->by_type[t].foreign += from->by_type[t].foreign;
+    }
+}
+
 csp_status pdns_store_apply_many(struct pdns_store *st, struct pdns_vm_records *vms, size_t n,
                                  char *err, size_t errlen)
 {
@@ -1971,14 +2027,8 @@ csp_status pdns_store_apply(struct pdns_store *st, const char *vm_id, const stru
         return plain_fail(CSP_PERMANENT, err, errlen,
                           "pdns_store_apply called outside a transaction: call pdns_store_begin");
     csp_status rc = pdns_store_apply_many(st, &one, 1, err, errlen);
-    if (rc == CSP_OK && stats) {
-        stats->added += one.stats.added;
-        stats->removed += one.stats.removed;
-        stats->updated += one.stats.updated;
-        stats->unchanged += one.stats.unchanged;
-        stats->no_zone += one.stats.no_zone;
-        stats->foreign += one.stats.foreign;
-    }
+    if (rc == CSP_OK && stats)
+        pdns_apply_stats_add(stats, &one.stats);
     return rc;
 }
 
@@ -2318,14 +2368,8 @@ csp_status pdns_store_plan(struct pdns_store *st, const char *vm_id, const struc
         *nchanges = 0;
         return rc;
     }
-    if (stats) {
-        stats->added += one.stats.added;
-        stats->removed += one.stats.removed;
-        stats->updated += one.stats.updated;
-        stats->unchanged += one.stats.unchanged;
-        stats->no_zone += one.stats.no_zone;
-        stats->foreign += one.stats.foreign;
-    }
+    if (stats)
+        pdns_apply_stats_add(stats, &one.stats);
     return CSP_OK;
 }
 

@@ -66,6 +66,7 @@ struct pipeline {
     struct batch *writing; /* NULL: no transaction in flight */
     struct store_writer *writer;
     struct store_write write;
+    long long last_db_ms;     /* run: when the database last answered or failed */
     metrics *metrics;         /* always kept; served on METRICS_ADDR when that is set */
     struct http_server *http; /* NULL unless METRICS_ADDR is set */
 };
@@ -73,6 +74,7 @@ struct pipeline {
 static void owner_cache_free(struct owner_cache *c);
 static int owner_cache_new(long long ttl_ms, size_t max, struct owner_cache **out);
 static void batch_free(struct batch *b);
+static void count_records(struct pipeline *p, const struct pdns_apply_stats *stats, int all);
 
 /* Where the event came from, for every log line about it. */
 struct pos {
@@ -132,6 +134,8 @@ int pipeline_new(const struct settings *s, struct pipeline_signals *sig, struct 
         pipeline_free(p);
         return PIPELINE_EXIT_RUNTIME;
     }
+    struct pdns_apply_stats none = {0};
+    count_records(p, &none, 1);
     if (s->kafka_bootstrap && kafka_source_check_config(s, err, errlen) != 0) {
         pipeline_free(p);
         return PIPELINE_EXIT_CONFIG;
@@ -246,12 +250,20 @@ static void purge_changed(struct pipeline *p)
                 n - purged, n, err);
 }
 
+/* Every database operation's outcome: what /readyz and cspdns_db_reachable report, and what
+ * keeps the idle check (check_db_idle) quiet while the database is in use. */
+static void note_db(struct pipeline *p, int reachable)
+{
+    metrics_set(p->metrics, METRIC_DB_REACHABLE, reachable, NULL);
+    p->last_db_ms = clock_ms();
+}
+
 int pipeline_connect_store(struct pipeline *p, char *err, size_t errlen)
 {
     unsigned attempt = 0;
     while (!p->sig->stop) {
         csp_status st = pdns_store_open(p->s, &p->store, err, errlen);
-        metrics_set(p->metrics, METRIC_DB_REACHABLE, st == CSP_OK, NULL);
+        note_db(p, st == CSP_OK);
         if (st == CSP_OK)
             return PIPELINE_EXIT_OK;
         if (st == CSP_PERMANENT)
@@ -569,6 +581,37 @@ static enum rec_result want_vm(struct pipeline *p, const char *vm_id, const json
     return REC_DONE;
 }
 
+/* The record-type label of by_type[t]. */
+static const char *type_label(int t)
+{
+    return t ? dns_rr_type_name((dns_rr_type)t) : "other";
+}
+
+/* Adds stats to the records counters. Only non-zero counts are added, so a VM costs a call per
+ * kind of change it had; with all set (at the start) every series of the model is created at 0,
+ * so a rate over the first change is right. */
+static void count_records(struct pipeline *p, const struct pdns_apply_stats *stats, int all)
+{
+    for (int t = all ? 1 : 0; t < DNS_RR_TYPE_COUNT; t++) {
+        const struct pdns_type_counts *k = &stats->by_type[t];
+        const char *type = type_label(t);
+        if (all || k->added)
+            metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, k->added, "added", type, NULL);
+        if (all || k->removed)
+            metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, k->removed, "removed", type,
+                        NULL);
+        if (all || k->updated)
+            metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, k->updated, "updated", type,
+                        NULL);
+        if (all || k->no_zone)
+            metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, k->no_zone, "no_zone", type,
+                        NULL);
+        if (all || k->foreign)
+            metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, k->foreign, "foreign", type,
+                        NULL);
+    }
+}
+
 /* The last half: after the records were written (or planned), says what changed. */
 static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, const char *vm_id,
                          const json_value *vm, size_t n, const struct pdns_apply_stats *stats)
@@ -582,22 +625,10 @@ static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, cons
          "no_zone=%u foreign=%u",
          vm_id, what, vm ? (state ? state : "?") : "gone", n, stats->added, stats->removed,
          stats->updated, stats->unchanged, stats->no_zone, stats->foreign);
-    if (!c->plan) {
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->added, "added", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->removed, "removed", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_CHANGED_TOTAL, stats->updated, "updated", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats->no_zone, "no_zone", NULL);
-        metrics_add(p->metrics, METRIC_RECORDS_SKIPPED_TOTAL, stats->foreign, "foreign", NULL);
-    }
-    if (c->stats) {
-        c->stats->added += stats->added;
-        c->stats->removed += stats->removed;
-        c->stats->updated += stats->updated;
-        c->stats->unchanged += stats->unchanged;
-        c->stats->no_zone += stats->no_zone;
-        c->stats->foreign += stats->foreign;
-        c->stats->zones_bumped += stats->zones_bumped;
-    }
+    if (!c->plan)
+        count_records(p, stats, 0);
+    if (c->stats)
+        pdns_apply_stats_add(c->stats, stats);
 }
 
 /* Writes (or plans) vm_id's records: inside the caller's transaction (c->in_txn), else in one of
@@ -620,7 +651,7 @@ static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const jso
     else
         st = pdns_store_apply_vm(p->store, vm_id, recs, n, &stats, err, sizeof err);
     if (!c->plan) {
-        metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
+        note_db(p, st != CSP_TRANSIENT);
         if (!c->in_txn)
             metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, (clock_ms() - t0) / 1000.0,
                             NULL);
@@ -811,8 +842,16 @@ static void resync_applied(void *ud, const struct resync_vm *v)
     /* The resync adds v->stats to its totals itself. */
     struct reconcile_ctx c = {.trigger = "resync"};
     p->resync_wrote = 1;
-    metrics_set(p->metrics, METRIC_DB_REACHABLE, 1, NULL);
     note_applied(p, &c, v->vm_id, v->vm, v->n, &v->stats);
+}
+
+/* The resync's own transactions (its batches) and reads count like the events'. */
+static void resync_store_done(void *ud, csp_status st, double txn_seconds)
+{
+    struct pipeline *p = ud;
+    note_db(p, st != CSP_TRANSIENT);
+    if (txn_seconds >= 0)
+        metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, txn_seconds, NULL);
 }
 
 static enum resync_vm_outcome resync_store_one(void *ud, const struct resync_vm *v,
@@ -856,6 +895,7 @@ static int resync_begin(struct pipeline *p, int dry_run, int force, int progress
     struct resync_batch_path path = {
         .want = resync_want, .applied = resync_applied, .store_one = resync_store_one};
     resync_set_batch_path(p->resync, &path);
+    resync_set_store_observer(p->resync, resync_store_done);
     return 0;
 }
 
@@ -1568,7 +1608,7 @@ static void batch_complete(struct pipeline *p)
         return;
     p->writing = NULL;
     csp_status st = store_writer_wait(p->writer, &p->write);
-    metrics_set(p->metrics, METRIC_DB_REACHABLE, st != CSP_TRANSIENT, NULL);
+    note_db(p, st != CSP_TRANSIENT);
     metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, p->write.ms / 1000.0, NULL);
     if (st == CSP_OK) {
         metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)b->nwrite, NULL);
@@ -1662,6 +1702,30 @@ static int batch_fill(struct pipeline *p, struct batch *b, char *err, size_t err
     return 0;
 }
 
+/* With no database work for this long, the main loop asks the database whether it is still
+ * there, so an idle instance's /readyz and cspdns_db_reachable follow an outage too. */
+#define DB_IDLE_CHECK_MS 10000
+
+/* Only with no write in flight: the store's one connection must not serve the writer thread's
+ * transaction and this at once. A resync holds no transaction open between its steps. */
+static void check_db_idle(struct pipeline *p)
+{
+    if (p->writing || clock_ms() - p->last_db_ms < DB_IDLE_CHECK_MS)
+        return;
+    char err[1024];
+    double was = 1;
+    metrics_get(p->metrics, METRIC_DB_REACHABLE, &was, NULL);
+    csp_status st = pdns_store_ping(p->store, err, sizeof err);
+    note_db(p, st == CSP_OK);
+    if (st != CSP_OK && was == 1)
+        log_msg(LOG_LVL_WARN, "store",
+                "the database does not answer (checked while idle); /readyz says not ready until "
+                "it does, checked every %d s: %s",
+                DB_IDLE_CHECK_MS / 1000, err);
+    else if (st == CSP_OK && was != 1)
+        log_msg(LOG_LVL_INFO, "store", "the database answers again");
+}
+
 /* The resync shares the store with the writer: it takes its turns with no write in flight. */
 static void resync_turn(struct pipeline *p, int had_event)
 {
@@ -1711,6 +1775,7 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
     while (!p->sig->stop) {
         maybe_reload(p);
         http_server_tick(p->http);
+        check_db_idle(p);
         metrics_set(p->metrics, METRIC_KAFKA_PARTITIONS_ASSIGNED, kafka_source_assigned(ks), NULL);
         /* With a write in flight, an idle consumer finishes it at once (its log lines, cache
          * purge and offsets) rather than after the next message. */

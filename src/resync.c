@@ -255,6 +255,7 @@ struct resync {
     struct pdns_store *st;
     resync_vm_fn fn;
     struct resync_batch_path path; /* all NULL: each VM through fn */
+    resync_store_fn store_done;    /* NULL: nobody watches the database */
     void *ud;
     enum phase phase;
     struct cs_vm_listing *listing;
@@ -405,6 +406,18 @@ void resync_set_batch_path(struct resync *r, const struct resync_batch_path *pat
     r->path = *path;
 }
 
+void resync_set_store_observer(struct resync *r, resync_store_fn fn)
+{
+    r->store_done = fn;
+}
+
+/* t0_ms: when the transaction began (clock_ms), or < 0 for a read outside one. */
+static void store_done(struct resync *r, csp_status st, long long t0_ms)
+{
+    if (r->store_done)
+        r->store_done(r->ud, st, t0_ms < 0 ? -1.0 : (double)(clock_ms() - t0_ms) / 1000.0);
+}
+
 void resync_note_event(struct resync *r, const char *vm_id)
 {
     char id[ID_BUFSZ];
@@ -488,34 +501,26 @@ static void account(struct resync *r, const struct item *it, enum resync_vm_outc
     }
 }
 
-static void add_stats(struct pdns_apply_stats *to, const struct pdns_apply_stats *from)
-{
-    to->added += from->added;
-    to->removed += from->removed;
-    to->updated += from->updated;
-    to->unchanged += from->unchanged;
-    to->no_zone += from->no_zone;
-    to->foreign += from->foreign;
-    to->zones_bumped += from->zones_bumped;
-}
-
 /* Several VMs per transaction: far fewer commits and SOA bumps. When the batch fails in the
  * database, its VMs are applied again one per transaction, so one bad VM costs only itself. */
 static int run_batch_txn(struct resync *r, size_t k)
 {
     struct pdns_apply_stats chunk = {0};
     char err[1024] = "";
-    int ok = pdns_store_begin(r->st, err, sizeof err) == CSP_OK;
-    for (size_t i = 0; ok && i < k; i++) {
+    long long t0 = clock_ms();
+    csp_status st = pdns_store_begin(r->st, err, sizeof err);
+    for (size_t i = 0; st == CSP_OK && i < k; i++) {
         r->outs[i] = r->fn(r->ud, r->items[i].id, r->items[i].vm, 1, NULL, &chunk);
-        ok = r->outs[i] != RESYNC_VM_STORE_RETRY && r->outs[i] != RESYNC_VM_STORE_FAILED;
-        if (!ok)
+        if (r->outs[i] == RESYNC_VM_STORE_RETRY || r->outs[i] == RESYNC_VM_STORE_FAILED) {
+            st = r->outs[i] == RESYNC_VM_STORE_RETRY ? CSP_TRANSIENT : CSP_PERMANENT;
             snprintf(err, sizeof err, "VM %s failed (see above)", r->items[i].id);
+        }
     }
-    if (ok)
-        ok = pdns_store_commit(r->st, &chunk, err, sizeof err) == CSP_OK;
-    if (ok) {
-        add_stats(&r->stats.records, &chunk);
+    if (st == CSP_OK)
+        st = pdns_store_commit(r->st, &chunk, err, sizeof err);
+    store_done(r, st, t0);
+    if (st == CSP_OK) {
+        pdns_apply_stats_add(&r->stats.records, &chunk);
         return 1;
     }
     log_msg(LOG_LVL_WARN, LOG_MOD,
@@ -532,13 +537,16 @@ static int apply_set(struct resync *r, const size_t *which, size_t m, char *err,
         const struct resync_vm *v = &r->want[which[j]];
         r->set[j] = (struct pdns_vm_records){.vm_id = v->vm_id, .recs = v->recs, .n = v->n};
     }
-    if (pdns_store_apply_many_txn(r->st, r->set, m, &bumps, err, errlen) != CSP_OK)
+    long long t0 = clock_ms();
+    csp_status st = pdns_store_apply_many_txn(r->st, r->set, m, &bumps, err, errlen);
+    store_done(r, st, t0);
+    if (st != CSP_OK)
         return 0;
     r->stats.records.zones_bumped += bumps.zones_bumped;
     for (size_t j = 0; j < m; j++) {
         struct resync_vm *v = &r->want[which[j]];
         v->stats = r->set[j].stats;
-        add_stats(&r->stats.records, &v->stats);
+        pdns_apply_stats_add(&r->stats.records, &v->stats);
         r->path.applied(r->ud, v);
     }
     return 1;
@@ -689,7 +697,9 @@ static void step_weigh(struct resync *r)
     size_t n = 0, k = 0;
     unsigned long total = 0, absent = 0;
     char err[1024];
-    if (pdns_store_owners(r->st, &own, &n, &total, err, sizeof err) != CSP_OK) {
+    csp_status st = pdns_store_owners(r->st, &own, &n, &total, err, sizeof err);
+    store_done(r, st, -1);
+    if (st != CSP_OK) {
         set_result(r, RESYNC_ABORTED, "cannot read which VMs own records: %s", err);
         r->phase = PH_DONE;
         return;

@@ -7,13 +7,17 @@ through the CloudStack simulator: MariaDB stopped for ~10 s and started again on
 and port; MariaDB frozen (SIGSTOP) for ~10 s; cs-pdns's connection killed (KILL <id>) several
 times; a row lock held past cs-pdns's lock-wait timeout; a deadlock in which cs-pdns is the victim.
 After each, the database must hold exactly what the simulator's state implies, and cs-pdns must
-still be the same process. Must not: skip, or restart cs-pdns.
+still be the same process. An idle cs-pdns must notice an outage too: /readyz says not ready while the
+database is down and ready once it is back. Must not: skip, or restart cs-pdns.
 """
 import os
 import random
 import signal
+import socket
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import faultkit as fk
 import reliability
@@ -22,9 +26,18 @@ TEST = "faults_db"
 SEED = int(os.environ.get("CSPDNS_FAULT_SEED", str(int(time.time()))))
 TTL = 60
 CAP_MS = 2000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+METRICS = f"127.0.0.1:{free_port()}"
 # No resyncs: they would repair what a lost event left wrong, and this tests the event path.
 DAEMON_ENV = {"KAFKA_CFG_SESSION_TIMEOUT_MS": 3000, "KAFKA_CFG_HEARTBEAT_INTERVAL_MS": 500,
-              "RETRY_MAX_BACKOFF_MS": CAP_MS, "RESYNC_INTERVAL": 0}
+              "RETRY_MAX_BACKOFF_MS": CAP_MS, "RESYNC_INTERVAL": 0, "METRICS_ADDR": METRICS}
 
 private = fk.PrivateStack(brokers=1)
 from harness import Results, Stack, eq, wait_until  # noqa: E402
@@ -45,6 +58,21 @@ def daemon_alive():
         f"cs-pdns exited (status {st.daemon.returncode if st.daemon else None})"
     eq(st.daemon.pid, pid["daemon"], "cs-pdns process (it must not need a restart)")
 
+
+
+def http_get(path):
+    try:
+        with urllib.request.urlopen(f"http://{METRICS}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def db_reachable_gauge():
+    for line in http_get("/metrics")[1].splitlines():
+        if line.startswith("cspdns_db_reachable "):
+            return float(line.split()[1])
+    raise AssertionError("no cspdns_db_reachable in /metrics")
 
 
 def verify(what, fault, tried=1, note=""):
@@ -181,6 +209,32 @@ def final():
     print(f"  {work.total()} API operations: {dict(work.ops)}")
 
 
+def readyz_while_idle_and_db_down():
+    # No event needs the database here: only cs-pdns's own idle check can notice the outage.
+    daemon_alive()
+    eq(http_get("/readyz")[0], 200, "/readyz before the outage")
+    start = len(st.log_text(False))
+    private.db_stop()
+    try:
+        t0 = time.time()
+        status, body = wait_until("/readyz 503 while MariaDB is down", lambda: (
+            lambda a: a if a[0] == 503 else None)(http_get("/readyz")), 30, interval=0.2)
+        print(f"  /readyz 503 {time.time() - t0:.1f} s after MariaDB stopped")
+        assert "database" in body, f"/readyz body does not name the database: {body!r}"
+        eq(db_reachable_gauge(), 0.0, "cspdns_db_reachable while MariaDB is down")
+        eq(http_get("/healthz")[0], 200, "/healthz (the loop is alive) while MariaDB is down")
+        text = st.log_text(False)[start:]
+        assert "will retry" not in text, "an event used the database: the instance was not idle"
+    finally:
+        private.db_start()
+    t0 = time.time()
+    wait_until("/readyz 200 after MariaDB is back", lambda: http_get("/readyz")[0] == 200, 30,
+               interval=0.2)
+    print(f"  /readyz 200 {time.time() - t0:.1f} s after MariaDB started")
+    eq(db_reachable_gauge(), 1.0, "cspdns_db_reachable after MariaDB is back")
+    daemon_alive()
+
+
 def sigterm_while_db_down():
     # Events wait for the database; SIGTERM must still end cs-pdns promptly, leaving them for
     # the next start, which applies them.
@@ -213,6 +267,8 @@ try:
     r.check("lock-wait timeout: retried, nothing lost", lock_wait_timeout)
     r.check("deadlock victim: retried, nothing lost", deadlock)
     r.check("same process throughout; final state exact, serials advanced", final)
+    r.check("idle while MariaDB is down: /readyz 503 naming the database, 200 once it is back",
+            readyz_while_idle_and_db_down)
     r.check("SIGTERM while the database is down: quick exit, events applied on restart",
             sigterm_while_db_down)
 finally:

@@ -228,6 +228,16 @@ static csp_status apply(struct ctx *t, const char *vm, const struct rset *s,
         CHECK_INT((x).zones_bumped, bumped_);                                                      \
     } while (0)
 
+/* What the metrics count per record type. */
+#define CHECK_TYPE(x, type_, add_, rem_, upd_, nozone_, foreign_)                                  \
+    do {                                                                                           \
+        CHECK_INT((x).by_type[type_].added, add_);                                                 \
+        CHECK_INT((x).by_type[type_].removed, rem_);                                               \
+        CHECK_INT((x).by_type[type_].updated, upd_);                                               \
+        CHECK_INT((x).by_type[type_].no_zone, nozone_);                                            \
+        CHECK_INT((x).by_type[type_].foreign, foreign_);                                           \
+    } while (0)
+
 /* ---- names --------------------------------------------------------------------------------- */
 
 static void ip4(const struct ctx *t, unsigned third, unsigned host, char *out, size_t len)
@@ -535,6 +545,10 @@ static void test_store(struct ctx *t)
     add(&v1, DNS_RR_A, hnozone, a5, 300);
     CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
     CHECK_STATS(x, 7, 0, 0, 0, 1, 0, 5); /* the SOA-less zone is changed but not bumped */
+    CHECK_TYPE(x, DNS_RR_A, 3, 0, 0, 1, 0);
+    CHECK_TYPE(x, DNS_RR_AAAA, 1, 0, 0, 0, 0);
+    CHECK_TYPE(x, DNS_RR_PTR, 3, 0, 0, 0, 0);
+    CHECK_TYPE(x, 0, 0, 0, 0, 0, 0);
     CHECK_INT(nrows(t, &t->fwd, h1, "A", a5), 1);
     CHECK_INT(nrows(t, &t->fwd, h1, "AAAA", v6a), 1);
     CHECK_INT(nrows(t, &t->r24, p5, "PTR", h1), 1);
@@ -573,6 +587,8 @@ static void test_store(struct ctx *t)
     set_ttl(&v1, h1, a5, 600);
     CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
     CHECK_STATS(x, 0, 0, 1, 6, 1, 0, 1);
+    CHECK_TYPE(x, DNS_RR_A, 0, 0, 1, 1, 0);
+    CHECK_TYPE(x, DNS_RR_PTR, 0, 0, 0, 0, 0);
     CHECK_INT(row_id(t, &t->fwd, h1, "A", a5), id_a);
     CHECK_INT(sql_int(t, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
     CHECK_INT(serial(t, &t->fwd), 3);
@@ -586,6 +602,7 @@ static void test_store(struct ctx *t)
     add(&v1, DNS_RR_A, www, a50, 600);
     CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
     CHECK_STATS(x, 0, 0, 0, 7, 1, 1, 0);
+    CHECK_TYPE(x, DNS_RR_A, 0, 0, 0, 1, 1);
     CHECK_INT(nrows(t, &t->fwd, www, "A", a50), 1);
     CHECK_INT(owners(t, row_id(t, &t->fwd, www, "A", a50)), 0);
     CHECK_INT(
@@ -599,6 +616,8 @@ static void test_store(struct ctx *t)
     del(&v1, p7, h1);
     CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
     CHECK_STATS(x, 0, 1, 0, 6, 1, 0, 1);
+    CHECK_TYPE(x, DNS_RR_PTR, 0, 1, 0, 0, 0);
+    CHECK_TYPE(x, DNS_RR_A, 0, 0, 0, 1, 0);
     CHECK_INT(nrows(t, &t->r16, p7, "PTR", h1), 0);
     CHECK_INT(serial(t, &t->r16), 9);
     CHECK_INT(serial(t, &t->fwd), 3);
@@ -960,7 +979,8 @@ static void world_dump(struct ctx *t, const struct world *w, char *out, size_t l
 static int stats_equal(const struct pdns_apply_stats *a, const struct pdns_apply_stats *b)
 {
     return a->added == b->added && a->removed == b->removed && a->updated == b->updated &&
-           a->unchanged == b->unchanged && a->no_zone == b->no_zone && a->foreign == b->foreign;
+           a->unchanged == b->unchanged && a->no_zone == b->no_zone && a->foreign == b->foreign &&
+           !memcmp(a->by_type, b->by_type, sizeof a->by_type);
 }
 
 static void test_equivalence(struct ctx *t)
@@ -1365,6 +1385,25 @@ static void test_kill_mid_batch(struct ctx *t)
     CHECK_INT(owned_by(t, ids[3]), 0);
 }
 
+static void test_ping(struct ctx *t)
+{
+    char err[512];
+    unsigned long long before;
+
+    printf("  ping: answers, reconnects after a KILL, refuses inside a transaction\n");
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_OK);
+    before = store_conn_id(t);
+    kill_conn(t, before);
+    /* The dead idle connection is replaced at once: the server is up, so the ping says so. */
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_OK);
+    CHECK(store_conn_id(t) != before);
+    CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_PERMANENT);
+    CHECK(strstr(err, "inside a transaction") != NULL);
+    pdns_store_rollback(t->st);
+    CHECK_INT(pdns_store_ping(t->st, err, sizeof err), CSP_OK);
+}
+
 int main(void)
 {
     static const char *const vars[] = {"MYSQL_PDNS_HOST", "MYSQL_PDNS_PORT", "MYSQL_PDNS_NAME",
@@ -1403,6 +1442,7 @@ int main(void)
     test_new_zone(&t);
     test_batch_refusals(&t);
     test_kill_mid_batch(&t);
+    test_ping(&t);
     test_equivalence(&t);
     test_big_batch(&t);
     cleanup(&t);

@@ -182,14 +182,15 @@ static void test_escaping(void)
     char longv[300];
     memset(longv, 'x', 127);
     strcpy(longv + 127, "\xc3\xa9tail");
-    CHECK_INT(metrics_add(m, METRIC_RECORDS_SKIPPED_TOTAL, 1, longv, NULL), 0);
+    CHECK_INT(metrics_add(m, METRIC_RECORDS_SKIPPED_TOTAL, 1, longv, "A", NULL), 0);
     longv[127] = '\0';
     double v = 0;
-    CHECK_INT(metrics_get(m, METRIC_RECORDS_SKIPPED_TOTAL, &v, longv, NULL), 0);
+    CHECK_INT(metrics_get(m, METRIC_RECORDS_SKIPPED_TOTAL, &v, longv, "A", NULL), 0);
     CHECK(v == 1);
     char *doc = render(m);
     char want[400];
-    snprintf(want, sizeof want, "cspdns_records_skipped_total{reason=\"%s\"} 1\n", longv);
+    snprintf(want, sizeof want, "cspdns_records_skipped_total{reason=\"%s\",type=\"A\"} 1\n",
+             longv);
     CHECK(strstr(doc, want) != NULL);
     free(doc);
     metrics_free(m);
