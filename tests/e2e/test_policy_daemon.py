@@ -178,7 +178,7 @@ def broken_reloads_keep_the_old_policy():
         "  self_test = function() assert(false, 'TTL 5 is too short for production') end }"),
         r"self-check: self_test\(\) failed: \S+hostile\.lua:\d+: TTL 5 is too short")
     refused("return 42", r"\S+hostile\.lua: the policy must return a table with a records function")
-    refused(None, r"policy: cannot open \S+hostile\.lua: No such file")
+    refused(None, r"policy: cannot read \S+hostile\.lua: No such file")
     # the old policy is still the one at work
     deploy_and_wait("good-04")
     eq(ttl_of("good-04"), 123, "TTL after refused reloads")
