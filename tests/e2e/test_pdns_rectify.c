@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../unit/unit.h"
+#include "e2e_sql.h"
 #include "json.h"
 #include "pdns_rectify.h"
 
@@ -30,47 +31,6 @@ struct ctx {
     char p[16];
 };
 
-__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "test_pdns_rectify: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-__attribute__((format(printf, 2, 3))) static void sql(struct ctx *t, const char *fmt, ...)
-{
-    char q[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    if (mysql_query(t->db, q))
-        die("SQL failed: %s: %s", q, mysql_error(t->db));
-    mysql_free_result(mysql_store_result(t->db));
-}
-
-/* First column of the first row; "" when there is none. */
-__attribute__((format(printf, 4, 5))) static void sql_str(struct ctx *t, char *out, size_t len,
-                                                          const char *fmt, ...)
-{
-    char q[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    if (mysql_query(t->db, q))
-        die("SQL failed: %s: %s", q, mysql_error(t->db));
-    MYSQL_RES *res = mysql_store_result(t->db);
-    MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
-    snprintf(out, len, "%s", row && row[0] ? row[0] : "");
-    mysql_free_result(res);
-}
-
-/* Runs pdnsutil with the stack's configuration; returns its exit status, output in out. */
 __attribute__((format(printf, 4, 5))) static int pdnsutil(struct ctx *t, char *out, size_t len,
                                                           const char *fmt, ...)
 {
@@ -82,7 +42,7 @@ __attribute__((format(printf, 4, 5))) static int pdnsutil(struct ctx *t, char *o
     snprintf(cmd, sizeof cmd, "pdnsutil --config-dir='%s' %s 2>&1", t->confdir, args);
     FILE *f = popen(cmd, "r");
     if (!f)
-        die("cannot run %s", cmd);
+        e2e_die("cannot run %s", cmd);
     size_t n = fread(out, 1, len - 1, f);
     out[n] = '\0';
     int st = pclose(f);
@@ -93,7 +53,7 @@ static void pdnsutil_ok(struct ctx *t, const char *args, const char *zone)
 {
     char out[8192];
     if (pdnsutil(t, out, sizeof out, "%s %s", args, zone))
-        die("pdnsutil %s %s failed:\n%s", args, zone, out);
+        e2e_die("pdnsutil %s %s failed:\n%s", args, zone, out);
 }
 
 /* Every row of the zone but its id, one line each, in a fixed order. */
@@ -106,7 +66,7 @@ static void snapshot(struct ctx *t, const struct zone *z, char *out, size_t len)
              "WHERE domain_id = %lld ORDER BY BINARY name, type, content",
              z->id);
     if (mysql_query(t->db, q))
-        die("SQL failed: %s", mysql_error(t->db));
+        e2e_die("SQL failed: %s", mysql_error(t->db));
     MYSQL_RES *res = mysql_store_result(t->db);
     size_t off = 0;
     out[0] = '\0';
@@ -114,7 +74,7 @@ static void snapshot(struct ctx *t, const struct zone *z, char *out, size_t len)
         int n = snprintf(out + off, len - off, "%s %s [%s] auth=%s %s %s %s %s\n", r[0], r[1], r[2],
                          r[3], r[4], r[5], r[6], r[7]);
         if (n < 0 || (size_t)n >= len - off)
-            die("zone %s does not fit the snapshot buffer", z->name);
+            e2e_die("zone %s does not fit the snapshot buffer", z->name);
         off += (size_t)n;
     }
     mysql_free_result(res);
@@ -125,7 +85,7 @@ static void random_hex(char *out, size_t bytes)
     unsigned char b[16];
     int fd = open("/dev/urandom", O_RDONLY);
     if (fd < 0 || read(fd, b, bytes) != (ssize_t)bytes)
-        die("cannot read /dev/urandom");
+        e2e_die("cannot read /dev/urandom");
     close(fd);
     for (size_t i = 0; i < bytes; i++)
         sprintf(out + 2 * i, "%02x", b[i]);
@@ -144,34 +104,35 @@ static void create_zone(struct ctx *t, struct zone *z)
         pdnsutil_ok(t, args, "");
     }
     pdnsutil_ok(t, "rectify-zone", z->name);
-    sql_str(t, id, sizeof id, "SELECT id FROM domains WHERE name = '%s'", z->name);
+    e2e_sql_first(t->db, id, sizeof id, "SELECT id FROM domains WHERE name = '%s'", z->name);
     z->id = atoll(id);
     if (z->id <= 0)
-        die("zone %s was not created", z->name);
+        e2e_die("zone %s was not created", z->name);
 }
 
 static void drop_zone(struct ctx *t, const struct zone *z)
 {
-    sql(t, "DELETE FROM records WHERE domain_id = %lld", z->id);
-    sql(t, "DELETE FROM cryptokeys WHERE domain_id = %lld", z->id);
-    sql(t, "DELETE FROM domainmetadata WHERE domain_id = %lld", z->id);
-    sql(t, "DELETE FROM domains WHERE id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM cryptokeys WHERE domain_id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM domainmetadata WHERE domain_id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM domains WHERE id = %lld", z->id);
 }
 
 /* As the store writes: ordername NULL, auth 1. rel "" is the apex. */
 static void add(struct ctx *t, const struct zone *z, const char *rel, const char *type,
                 const char *content)
 {
-    sql(t,
-        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
-        "auth) VALUES (%lld, '%s%s%s', '%s', '%s', 300, 0, 0, NULL, 1)",
-        z->id, rel, *rel ? "." : "", z->name, type, content);
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, '%s%s%s', '%s', '%s', 300, 0, 0, NULL, 1)",
+            z->id, rel, *rel ? "." : "", z->name, type, content);
 }
 
 static void del(struct ctx *t, const struct zone *z, const char *rel)
 {
-    sql(t, "DELETE FROM records WHERE domain_id = %lld AND name = '%s.%s' AND type IS NOT NULL",
-        z->id, rel, z->name);
+    E2E_SQL(t->db,
+            "DELETE FROM records WHERE domain_id = %lld AND name = '%s.%s' AND type IS NOT NULL",
+            z->id, rel, z->name);
 }
 
 /* pdns_rectify_names inside a transaction for the relative names rels[], as the store calls it. */
@@ -180,19 +141,19 @@ static csp_status rectify(struct ctx *t, const struct zone *z, const char *const
     char full[16][1024], err[512];
     const char *names[16];
     if (n > 16)
-        die("too many names");
+        e2e_die("too many names");
     for (size_t i = 0; i < n; i++) {
         snprintf(full[i], sizeof full[i], "%s%s%s", rels[i], *rels[i] ? "." : "", z->name);
         names[i] = full[i];
     }
-    sql(t, "START TRANSACTION");
+    E2E_SQL(t->db, "START TRANSACTION");
     csp_status rc =
         pdns_rectify_names(t->db, z->id, z->name, names, n, NULL, NULL, err, sizeof err);
     if (rc == CSP_OK)
-        sql(t, "COMMIT");
+        E2E_SQL(t->db, "COMMIT");
     else {
         fprintf(stderr, "pdns_rectify_names(%s): %s\n", z->name, err);
-        sql(t, "ROLLBACK");
+        E2E_SQL(t->db, "ROLLBACK");
     }
     return rc;
 }
@@ -209,8 +170,8 @@ static void same_as_pdnsutil(struct ctx *t, const struct zone *z, const char *st
     pdnsutil_ok(t, "rectify-zone", z->name);
     snapshot(t, z, again, sizeof again);
     CHECK_STR(ours, again);
-    sql(t, "DELETE FROM records WHERE domain_id = %lld AND type IS NULL", z->id);
-    sql(t, "UPDATE records SET ordername = NULL, auth = 1 WHERE domain_id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND type IS NULL", z->id);
+    E2E_SQL(t->db, "UPDATE records SET ordername = NULL, auth = 1 WHERE domain_id = %lld", z->id);
     pdnsutil_ok(t, "rectify-zone", z->name);
     snapshot(t, z, scratch, sizeof scratch);
     CHECK_STR(ours, scratch);
@@ -229,10 +190,10 @@ static void same_as_pdnsutil(struct ctx *t, const struct zone *z, const char *st
 static long long count(struct ctx *t, const struct zone *z, const char *rel, const char *cond)
 {
     char v[32];
-    sql_str(t, v, sizeof v,
-            "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s.%s' "
-            "AND %s",
-            z->id, rel, z->name, cond);
+    e2e_sql_first(t->db, v, sizeof v,
+                  "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s.%s' "
+                  "AND %s",
+                  z->id, rel, z->name, cond);
     return atoll(v);
 }
 
@@ -344,11 +305,11 @@ static void check_hash(struct ctx *t, const struct zone *z, const char *rel)
 {
     char want[256], got[256];
     if (pdnsutil(t, want, sizeof want, "hash-zone-record %s %s.%s", z->name, rel, z->name))
-        die("pdnsutil hash-zone-record failed: %s", want);
+        e2e_die("pdnsutil hash-zone-record failed: %s", want);
     want[strcspn(want, "\n")] = '\0';
-    sql_str(t, got, sizeof got,
-            "SELECT ordername FROM records WHERE domain_id = %lld AND name = '%s.%s'", z->id, rel,
-            z->name);
+    e2e_sql_first(t->db, got, sizeof got,
+                  "SELECT ordername FROM records WHERE domain_id = %lld AND name = '%s.%s'", z->id,
+                  rel, z->name);
     CHECK_STR(got, want);
 }
 
@@ -358,18 +319,18 @@ static void confdir_from_state(struct ctx *t)
     char err[256];
     json_doc *doc;
     if (!path)
-        die("CSPDNS_STACK_STATE is not set: run this test under `stack.py exec`");
+        e2e_die("CSPDNS_STACK_STATE is not set: run this test under `stack.py exec`");
     FILE *f = fopen(path, "rb");
     if (!f)
-        die("cannot open the stack state %s", path);
+        e2e_die("cannot open the stack state %s", path);
     static char buf[65536];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
     if (json_parse(buf, n, &doc, err, sizeof err))
-        die("stack state %s: %s", path, err);
+        e2e_die("stack state %s: %s", path, err);
     const json_value *dir = json_get(json_get(json_root(doc), "dns"), "config_dir");
     if (!dir || dir->type != JSON_STRING)
-        die("stack state %s has no dns.config_dir", path);
+        e2e_die("stack state %s has no dns.config_dir", path);
     snprintf(t->confdir, sizeof t->confdir, "%s", dir->u.s);
     json_doc_free(doc);
 }
@@ -403,24 +364,27 @@ static double bench_call(struct ctx *t, const struct zone *z, int reverse, int c
     static char full[BENCH_BATCH][256];
     const char *names[BENCH_BATCH];
     char err[512];
-    sql(t, "START TRANSACTION");
+    E2E_SQL(t->db, "START TRANSACTION");
     if (create && reverse)
-        sql(t,
+        E2E_SQL(
+            t->db,
             "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
             "auth) SELECT %lld, CONCAT(251 + seq DIV 256, '.', seq MOD 256, '.%s'), 'PTR', "
             "CONCAT('vm', seq, '.example'), 300, 0, 0, NULL, 1 FROM seq_0_to_%d",
             z->id, z->name, BENCH_BATCH - 1);
     else if (create)
-        sql(t,
+        E2E_SQL(
+            t->db,
             "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
             "auth) SELECT %lld, CONCAT('new', seq, '.%s'), ty, IF(ty = 'A', '192.0.2.1', "
             "'2001:db8::1'), 300, 0, 0, NULL, 1 FROM seq_0_to_%d, (SELECT 'A' AS ty UNION ALL "
             "SELECT 'AAAA') AS t",
             z->id, z->name, BENCH_BATCH - 1);
     else
-        sql(t, "DELETE FROM records WHERE domain_id = %lld AND type IS NOT NULL AND %s", z->id,
-            reverse ? "SUBSTRING_INDEX(name, '.', 1) IN ('251', '252', '253', '254')"
-                    : "name LIKE 'new%'");
+        E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND type IS NOT NULL AND %s",
+                z->id,
+                reverse ? "SUBSTRING_INDEX(name, '.', 1) IN ('251', '252', '253', '254')"
+                        : "name LIKE 'new%'");
     for (int i = 0; i < BENCH_BATCH; i++) {
         bench_name(z, reverse, i, full[i], sizeof full[i]);
         names[i] = full[i];
@@ -430,8 +394,8 @@ static double bench_call(struct ctx *t, const struct zone *z, int reverse, int c
         pdns_rectify_names(t->db, z->id, z->name, names, BENCH_BATCH, NULL, NULL, err, sizeof err);
     double ms = now_ms() - t0;
     if (rc != CSP_OK)
-        die("pdns_rectify_names(%s): %s", z->name, err);
-    sql(t, "COMMIT");
+        e2e_die("pdns_rectify_names(%s): %s", z->name, err);
+    E2E_SQL(t->db, "COMMIT");
     return ms;
 }
 
@@ -444,9 +408,9 @@ static int bench_rectified(struct ctx *t, const struct zone *z)
              "IFNULL(ordername, '-'), auth, IFNULL(content, '-'))))) FROM records WHERE "
              "domain_id = %lld",
              z->id);
-    sql_str(t, before, sizeof before, "%s", q);
+    e2e_sql_first(t->db, before, sizeof before, "%s", q);
     pdnsutil_ok(t, "rectify-zone", z->name);
-    sql_str(t, after, sizeof after, "%s", q);
+    e2e_sql_first(t->db, after, sizeof after, "%s", q);
     return !strcmp(before, after);
 }
 
@@ -477,14 +441,15 @@ static int bench(struct ctx *t)
                 snprintf(z.name, sizeof z.name, "%s-%s.test", kinds[k], t->p);
             create_zone(t, &z);
             if (reverse)
-                sql(t,
-                    "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, "
-                    "ordername, auth) SELECT %lld, CONCAT(seq MOD 250 + 1, '.', seq DIV 250, "
-                    "'.%s'), 'PTR', CONCAT('vm', seq, '.example'), 300, 0, 0, NULL, 1 FROM "
-                    "seq_0_to_59999",
-                    z.id, z.name);
+                E2E_SQL(t->db,
+                        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, "
+                        "ordername, auth) SELECT %lld, CONCAT(seq MOD 250 + 1, '.', seq DIV 250, "
+                        "'.%s'), 'PTR', CONCAT('vm', seq, '.example'), 300, 0, 0, NULL, 1 FROM "
+                        "seq_0_to_59999",
+                        z.id, z.name);
             else
-                sql(t,
+                E2E_SQL(
+                    t->db,
                     "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, "
                     "ordername, auth) SELECT %lld, CONCAT('vm', seq DIV 2, '.%s'), IF(seq MOD 2, "
                     "'AAAA', 'A'), IF(seq MOD 2, '2001:db8::1', '192.0.2.1'), 300, 0, 0, NULL, 1 "
@@ -492,7 +457,8 @@ static int bench(struct ctx *t)
                     z.id, z.name);
             pdnsutil_ok(t, "rectify-zone", z.name);
             if (getenv("CSPDNS_BENCH_EXPLAIN"))
-                sql(t,
+                E2E_SQL(
+                    t->db,
                     "SET SESSION long_query_time = 0, log_slow_verbosity = 'query_plan,explain'");
             double cr[BENCH_ROUNDS], de[BENCH_ROUNDS];
             int same = 1;
@@ -503,7 +469,8 @@ static int bench(struct ctx *t)
                 same &= r || bench_rectified(t, &z);
             }
             if (getenv("CSPDNS_BENCH_EXPLAIN"))
-                sql(t, "SET SESSION long_query_time = DEFAULT, log_slow_verbosity = DEFAULT");
+                E2E_SQL(t->db,
+                        "SET SESSION long_query_time = DEFAULT, log_slow_verbosity = DEFAULT");
             qsort(cr, BENCH_ROUNDS, sizeof *cr, cmp_double);
             qsort(de, BENCH_ROUNDS, sizeof *de, cmp_double);
             printf("%-6s %-6s %10.1f %10.1f  %s\n", reverse ? "/16" : "fwd", kinds[k],
@@ -524,13 +491,13 @@ int main(int argc, char **argv)
     memset(&t, 0, sizeof t);
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (!getenv(vars[i]))
-            die("%s is not set: run this test under `stack.py exec`", vars[i]);
+            e2e_die("%s is not set: run this test under `stack.py exec`", vars[i]);
     confdir_from_state(&t);
     t.db = mysql_init(NULL);
     if (!t.db || !mysql_real_connect(t.db, getenv("MYSQL_PDNS_HOST"), getenv("MYSQL_PDNS_USER"),
                                      getenv("MYSQL_PDNS_PASSWORD"), getenv("MYSQL_PDNS_NAME"),
                                      (unsigned)atoi(getenv("MYSQL_PDNS_PORT")), NULL, 0))
-        die("cannot connect to MariaDB: %s", t.db ? mysql_error(t.db) : "out of memory");
+        e2e_die("cannot connect to MariaDB: %s", t.db ? mysql_error(t.db) : "out of memory");
     if (argc > 1 && !strcmp(argv[1], "--bench"))
         return bench(&t);
 
@@ -558,10 +525,11 @@ int main(int argc, char **argv)
         char n[32];
         for (int tries = 0;; tries++) {
             if (tries == 256)
-                die("no free 172.x.y.in-addr.arpa zone");
+                e2e_die("no free 172.x.y.in-addr.arpa zone");
             snprintf(rev[i].name, sizeof rev[i].name, "%u.%u.172.in-addr.arpa",
                      (c + (unsigned)tries) % 256u, b);
-            sql_str(&t, n, sizeof n, "SELECT COUNT(*) FROM domains WHERE name = '%s'", rev[i].name);
+            e2e_sql_first(t.db, n, sizeof n, "SELECT COUNT(*) FROM domains WHERE name = '%s'",
+                          rev[i].name);
             if (!strcmp(n, "0"))
                 break;
         }

@@ -15,6 +15,7 @@
 
 #include "../unit/unit.h"
 #include "dns_record.h"
+#include "e2e_sql.h"
 #include "pdns_store.h"
 #include "settings.h"
 
@@ -42,70 +43,13 @@ struct rset {
     size_t n;
 };
 
-__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "test_pdns_store: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* ---- SQL through the test's own connection ------------------------------------------------- */
-
-__attribute__((format(printf, 2, 3))) static unsigned sql_try(struct ctx *t, const char *fmt, ...)
-{
-    char q[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    /* Other tests may share the database: a deadlock here is theirs as much as ours. */
-    for (int attempt = 0;; attempt++) {
-        if (mysql_query(t->db, q) == 0) {
-            MYSQL_RES *res = mysql_store_result(t->db);
-            mysql_free_result(res);
-            return 0;
-        }
-        if (mysql_errno(t->db) != 1213 || attempt == 5)
-            return mysql_errno(t->db);
-    }
-}
-
-#define SQL(t, ...)                                                                                \
-    do {                                                                                           \
-        if (sql_try((t), __VA_ARGS__))                                                             \
-            die("%s:%d: SQL failed: %s", __FILE__, __LINE__, mysql_error((t)->db));                \
-    } while (0)
-
-/* First column of the first row as a number; -1 when there is no row or it is NULL. */
-__attribute__((format(printf, 2, 3))) static long long sql_int(struct ctx *t, const char *fmt, ...)
-{
-    char q[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(q, sizeof q, fmt, ap);
-    va_end(ap);
-    if (mysql_query(t->db, q))
-        die("SQL failed: %s: %s", q, mysql_error(t->db));
-    MYSQL_RES *res = mysql_store_result(t->db);
-    if (!res)
-        die("SQL returned no result: %s", q);
-    MYSQL_ROW row = mysql_fetch_row(res);
-    long long v = row && row[0] ? strtoll(row[0], NULL, 10) : -1;
-    mysql_free_result(res);
-    return v;
-}
-
 static long long serial(struct ctx *t, const struct zone *z)
 {
     char q[256];
     snprintf(q, sizeof q, "SELECT content FROM records WHERE domain_id = %lld AND type = 'SOA'",
              z->id);
     if (mysql_query(t->db, q))
-        die("SQL failed: %s", mysql_error(t->db));
+        e2e_die("SQL failed: %s", mysql_error(t->db));
     MYSQL_RES *res = mysql_store_result(t->db);
     MYSQL_ROW row = res ? mysql_fetch_row(res) : NULL;
     long long v = -1;
@@ -119,34 +63,35 @@ static long long serial(struct ctx *t, const struct zone *z)
 static long long nrows(struct ctx *t, const struct zone *z, const char *name, const char *type,
                        const char *content)
 {
-    return sql_int(t,
-                   "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND BINARY name = '%s' "
-                   "AND type = '%s' AND BINARY content = '%s'",
-                   z->id, name, type, content);
+    return e2e_sql_int(t->db,
+                       "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND BINARY name = '%s' "
+                       "AND type = '%s' AND BINARY content = '%s'",
+                       z->id, name, type, content);
 }
 
 static long long row_id(struct ctx *t, const struct zone *z, const char *name, const char *type,
                         const char *content)
 {
-    return sql_int(t,
-                   "SELECT MIN(id) FROM records WHERE domain_id = %lld AND BINARY name = '%s' "
-                   "AND type = '%s' AND BINARY content = '%s'",
-                   z->id, name, type, content);
+    return e2e_sql_int(t->db,
+                       "SELECT MIN(id) FROM records WHERE domain_id = %lld AND BINARY name = '%s' "
+                       "AND type = '%s' AND BINARY content = '%s'",
+                       z->id, name, type, content);
 }
 
 static long long owners(struct ctx *t, long long record_id)
 {
-    return sql_int(t, "SELECT COUNT(*) FROM cspdns_record WHERE record_id = %lld", record_id);
+    return e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_record WHERE record_id = %lld",
+                       record_id);
 }
 
 static long long owned_by(struct ctx *t, const char *vm)
 {
-    return sql_int(t, "SELECT COUNT(*) FROM cspdns_record WHERE vm_id = '%s'", vm);
+    return e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_record WHERE vm_id = '%s'", vm);
 }
 
 static long long vm_rows(struct ctx *t, const char *vm)
 {
-    return sql_int(t, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id = '%s'", vm);
+    return e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id = '%s'", vm);
 }
 
 /* ---- records ------------------------------------------------------------------------------- */
@@ -154,7 +99,7 @@ static long long vm_rows(struct ctx *t, const char *vm)
 static void add(struct rset *s, dns_rr_type type, const char *name, const char *content, int ttl)
 {
     if (s->n == MAX_RECS)
-        die("test record set full");
+        e2e_die("test record set full");
     struct dns_record *r = &s->r[s->n++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
@@ -187,7 +132,7 @@ static size_t prepare(const struct rset *s, struct dns_record *out)
     for (size_t i = 0; i < s->n; i++) {
         out[i] = s->r[i];
         if (dns_record_check(&out[i], err, sizeof err) != 0)
-            die("test record %s %s is not valid: %s", s->r[i].name, s->r[i].content, err);
+            e2e_die("test record %s %s is not valid: %s", s->r[i].name, s->r[i].content, err);
     }
     return dns_record_set_normalize(out, s->n);
 }
@@ -257,7 +202,7 @@ static void ip6(const struct ctx *t, unsigned host, char *out, size_t len)
     a[14] = (unsigned char)(host >> 8);
     a[15] = (unsigned char)host;
     if (!inet_ntop(AF_INET6, a, out, (socklen_t)len))
-        die("inet_ntop failed");
+        e2e_die("inet_ntop failed");
 }
 
 /* The ip6.arpa name of the first `nibbles` nibbles of the host's address (32: the PTR name). */
@@ -281,7 +226,7 @@ static void random_bytes(unsigned char *buf, size_t n)
 {
     int fd = open("/dev/urandom", O_RDONLY);
     if (fd < 0 || read(fd, buf, n) != (ssize_t)n)
-        die("cannot read /dev/urandom");
+        e2e_die("cannot read /dev/urandom");
     close(fd);
 }
 
@@ -297,25 +242,26 @@ static uint32_t today_utc(void)
  * capture this run's names). */
 static int zone_free(struct ctx *t, const char *name)
 {
-    return sql_int(t, "SELECT COUNT(*) FROM domains WHERE name = '%s' OR name LIKE '%%.%s'", name,
-                   name) == 0;
+    return e2e_sql_int(t->db, "SELECT COUNT(*) FROM domains WHERE name = '%s' OR name LIKE '%%.%s'",
+                       name, name) == 0;
 }
 
 /* serial NULL: a zone without an SOA row. */
 static void create_zone(struct ctx *t, struct zone *z, const char *serial)
 {
-    SQL(t, "INSERT INTO domains (name, type) VALUES ('%s', 'NATIVE')", z->name);
+    E2E_SQL(t->db, "INSERT INTO domains (name, type) VALUES ('%s', 'NATIVE')", z->name);
     z->id = (long long)mysql_insert_id(t->db);
     if (serial)
-        SQL(t,
+        E2E_SQL(
+            t->db,
             "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
             "VALUES (%lld, '%s', 'SOA', 'ns1.%s hostmaster.%s %s 10800 3600 604800 60', 3600, 0, "
             "0, 1)",
             z->id, z->name, t->fwd.name, t->fwd.name, serial);
-    SQL(t,
-        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
-        "VALUES (%lld, '%s', 'NS', 'ns1.%s', 3600, 0, 0, 1)",
-        z->id, z->name, t->fwd.name);
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+            "VALUES (%lld, '%s', 'NS', 'ns1.%s', 3600, 0, 0, 1)",
+            z->id, z->name, t->fwd.name);
 }
 
 static void setup_zones(struct ctx *t)
@@ -323,7 +269,7 @@ static void setup_zones(struct ctx *t)
     unsigned char rnd[16];
     for (int attempt = 0;; attempt++) {
         if (attempt == 50)
-            die("could not find unused reverse zones after 50 tries");
+            e2e_die("could not find unused reverse zones after 50 tries");
         random_bytes(rnd, sizeof rnd);
         snprintf(t->p, sizeof t->p, "t%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
         t->o1 = 1 + rnd[4] % 223u;
@@ -353,17 +299,17 @@ static void setup_zones(struct ctx *t)
 static void cleanup(struct ctx *t)
 {
     const struct zone *zs[] = {&t->fwd, &t->sub, &t->nosoa, &t->r16, &t->r24, &t->r6};
-    SQL(t, "DELETE FROM cspdns_record WHERE vm_id LIKE '%s-%%'", t->p);
-    SQL(t, "DELETE FROM cspdns_vm WHERE vm_id LIKE '%s-%%'", t->p);
+    E2E_SQL(t->db, "DELETE FROM cspdns_record WHERE vm_id LIKE '%s-%%'", t->p);
+    E2E_SQL(t->db, "DELETE FROM cspdns_vm WHERE vm_id LIKE '%s-%%'", t->p);
     for (size_t i = 0; i < sizeof zs / sizeof zs[0]; i++) {
         if (zs[i]->id <= 0)
             continue;
-        SQL(t, "DELETE FROM records WHERE domain_id = %lld", zs[i]->id);
-        SQL(t, "DELETE FROM domains WHERE id = %lld", zs[i]->id);
+        E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld", zs[i]->id);
+        E2E_SQL(t->db, "DELETE FROM domains WHERE id = %lld", zs[i]->id);
     }
     for (size_t i = 0; i < t->nextra; i++) {
-        SQL(t, "DELETE FROM records WHERE domain_id = %lld", t->extra[i].id);
-        SQL(t, "DELETE FROM domains WHERE id = %lld", t->extra[i].id);
+        E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld", t->extra[i].id);
+        E2E_SQL(t->db, "DELETE FROM domains WHERE id = %lld", t->extra[i].id);
     }
 }
 
@@ -372,15 +318,15 @@ static MYSQL *connect_db(const struct settings *s)
     MYSQL *db = mysql_init(NULL);
     unsigned timeout = 10;
     if (!db)
-        die("out of memory");
+        e2e_die("out of memory");
     mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
     if (!mysql_real_connect(db, s->mysql_host, s->mysql_user, s->mysql_password, s->mysql_name,
                             (unsigned)s->mysql_port, NULL, 0))
-        die("cannot connect to MySQL %s:%d/%s as %s: %s", s->mysql_host, s->mysql_port,
-            s->mysql_name, s->mysql_user, mysql_error(db));
+        e2e_die("cannot connect to MySQL %s:%d/%s as %s: %s", s->mysql_host, s->mysql_port,
+                s->mysql_name, s->mysql_user, mysql_error(db));
     if (mysql_autocommit(db, 1) ||
         mysql_query(db, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"))
-        die("session setup: %s", mysql_error(db));
+        e2e_die("session setup: %s", mysql_error(db));
     return db;
 }
 
@@ -415,7 +361,7 @@ static unsigned long long store_conn_id(struct ctx *t)
     }
     if (mysql_query(t->db, "SELECT ID, HOST FROM information_schema.PROCESSLIST "
                            "WHERE ID <> CONNECTION_ID()"))
-        die("PROCESSLIST: %s", mysql_error(t->db));
+        e2e_die("PROCESSLIST: %s", mysql_error(t->db));
     MYSQL_RES *res = mysql_store_result(t->db);
     MYSQL_ROW row;
     while (res && (row = mysql_fetch_row(res))) {
@@ -432,20 +378,21 @@ static unsigned long long store_conn_id(struct ctx *t)
     }
     mysql_free_result(res);
     if (hits != 1)
-        die("expected to find exactly one store connection in PROCESSLIST, found %d", hits);
+        e2e_die("expected to find exactly one store connection in PROCESSLIST, found %d", hits);
     return found;
 }
 
 static void kill_conn(struct ctx *t, unsigned long long id)
 {
-    SQL(t, "KILL CONNECTION %llu", id);
+    E2E_SQL(t->db, "KILL CONNECTION %llu", id);
     for (int i = 0; i < 100; i++) {
-        if (sql_int(t, "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %llu", id) ==
-            0)
+        if (e2e_sql_int(t->db,
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %llu",
+                        id) == 0)
             return;
         usleep(50 * 1000);
     }
-    die("connection %llu still listed 5 s after KILL", id);
+    e2e_die("connection %llu still listed 5 s after KILL", id);
 }
 
 /* ---- tests --------------------------------------------------------------------------------- */
@@ -478,7 +425,7 @@ static void test_open_errors(struct ctx *t)
     socklen_t al = sizeof a;
     if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
         getsockname(fd, (struct sockaddr *)&a, &al))
-        die("cannot find a free port");
+        e2e_die("cannot find a free port");
     close(fd);
     bad = t->s;
     bad.mysql_host = "127.0.0.1";
@@ -556,13 +503,15 @@ static void test_store(struct ctx *t)
     CHECK_INT(nrows(t, &t->r6, p6a, "PTR", h1), 1);
     CHECK_INT(nrows(t, &t->sub, h1sub, "A", a5), 1);
     CHECK_INT(nrows(t, &t->nosoa, hnosoa, "A", a5), 1);
-    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM records WHERE name = '%s'", hnozone), 0);
-    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM records WHERE domain_id = %lld", t->fwd.id), 4);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND type = 'A' AND "
-                      "ttl = 300 AND prio = 0 AND disabled = 0 AND auth = 1 AND ordername IS NULL",
-                      t->fwd.id),
-              1);
+    CHECK_INT(e2e_sql_int(t->db, "SELECT COUNT(*) FROM records WHERE name = '%s'", hnozone), 0);
+    CHECK_INT(e2e_sql_int(t->db, "SELECT COUNT(*) FROM records WHERE domain_id = %lld", t->fwd.id),
+              4);
+    CHECK_INT(
+        e2e_sql_int(t->db,
+                    "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND type = 'A' AND "
+                    "ttl = 300 AND prio = 0 AND disabled = 0 AND auth = 1 AND ordername IS NULL",
+                    t->fwd.id),
+        1);
     CHECK_INT(owned_by(t, vm1), 7);
     CHECK_INT(vm_rows(t, vm1), 1);
     CHECK_INT(serial(t, &t->fwd), 2);
@@ -590,12 +539,13 @@ static void test_store(struct ctx *t)
     CHECK_TYPE(x, DNS_RR_A, 0, 0, 1, 1, 0);
     CHECK_TYPE(x, DNS_RR_PTR, 0, 0, 0, 0, 0);
     CHECK_INT(row_id(t, &t->fwd, h1, "A", a5), id_a);
-    CHECK_INT(sql_int(t, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
+    CHECK_INT(e2e_sql_int(t->db, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
     CHECK_INT(serial(t, &t->fwd), 3);
     CHECK_INT(serial(t, &t->r24), 101);
 
     printf("  hand-made records at the same name and identical to a desired one\n");
-    SQL(t,
+    E2E_SQL(
+        t->db,
         "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) VALUES "
         "(%lld, '%s', 'A', '%s', 120, 0, 0, 1), (%lld, '%s', 'A', '%s', 120, 0, 0, 1)",
         t->fwd.id, h1, a99, t->fwd.id, www, a50);
@@ -605,9 +555,9 @@ static void test_store(struct ctx *t)
     CHECK_TYPE(x, DNS_RR_A, 0, 0, 0, 1, 1);
     CHECK_INT(nrows(t, &t->fwd, www, "A", a50), 1);
     CHECK_INT(owners(t, row_id(t, &t->fwd, www, "A", a50)), 0);
-    CHECK_INT(
-        sql_int(t, "SELECT ttl FROM records WHERE id = %lld", row_id(t, &t->fwd, www, "A", a50)),
-        120);
+    CHECK_INT(e2e_sql_int(t->db, "SELECT ttl FROM records WHERE id = %lld",
+                          row_id(t, &t->fwd, www, "A", a50)),
+              120);
     CHECK_INT(nrows(t, &t->fwd, h1, "A", a99), 1);
     CHECK_INT(serial(t, &t->fwd), 3);
     del(&v1, www, a50);
@@ -635,7 +585,7 @@ static void test_store(struct ctx *t)
     CHECK_INT(apply(t, vm2, &v2, &x), CSP_OK);
     CHECK_STATS(x, 2, 0, 0, 0, 0, 0, 1);
     CHECK_INT(serial(t, &t->fwd), 5);
-    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM records WHERE name = '%s'", grp), 2);
+    CHECK_INT(e2e_sql_int(t->db, "SELECT COUNT(*) FROM records WHERE name = '%s'", grp), 2);
     CHECK_INT(owners(t, row_id(t, &t->fwd, grp, "A", a5)), 1);
     CHECK_INT(owners(t, row_id(t, &t->fwd, grp, "A", a6)), 1);
     CHECK_INT(nrows(t, &t->fwd, shared, "A", a77), 1);
@@ -670,28 +620,29 @@ static void test_store(struct ctx *t)
 
     printf("  ownership rows whose records row was deleted by hand\n");
     long long id_aaaa = row_id(t, &t->fwd, h1, "AAAA", v6a);
-    long long ghost = sql_int(t, "SELECT MAX(id) FROM records") + 1000000;
-    SQL(t, "DELETE FROM records WHERE id = %lld", id_aaaa);
-    SQL(t, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')", ghost, vm1);
+    long long ghost = e2e_sql_int(t->db, "SELECT MAX(id) FROM records") + 1000000;
+    E2E_SQL(t->db, "DELETE FROM records WHERE id = %lld", id_aaaa);
+    E2E_SQL(t->db, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')", ghost, vm1);
     CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
     CHECK_STATS(x, 1, 0, 0, 6, 1, 0, 1);
     CHECK_INT(owners(t, id_aaaa), 0);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM cspdns_record WHERE record_id = %lld AND vm_id = '%s'",
-                      ghost, vm1),
-              0);
+    CHECK_INT(
+        e2e_sql_int(t->db,
+                    "SELECT COUNT(*) FROM cspdns_record WHERE record_id = %lld AND vm_id = '%s'",
+                    ghost, vm1),
+        0);
     CHECK_INT(nrows(t, &t->fwd, h1, "AAAA", v6a), 1);
     CHECK_INT(owners(t, row_id(t, &t->fwd, h1, "AAAA", v6a)), 1);
     CHECK_INT(owned_by(t, vm1), 7);
     CHECK_INT(serial(t, &t->fwd), 7);
 
     printf("  duplicate owned rows are reduced to one\n");
-    SQL(t,
-        "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
-        "VALUES (%lld, '%s', 'A', '%s', 600, 0, 0, 1)",
-        t->fwd.id, h1, a5);
-    SQL(t, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')",
-        (long long)mysql_insert_id(t->db), vm1);
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+            "VALUES (%lld, '%s', 'A', '%s', 600, 0, 0, 1)",
+            t->fwd.id, h1, a5);
+    E2E_SQL(t->db, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')",
+            (long long)mysql_insert_id(t->db), vm1);
     CHECK_INT(nrows(t, &t->fwd, h1, "A", a5), 2);
     CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
     CHECK_STATS(x, 0, 1, 0, 7, 1, 0, 1);
@@ -772,10 +723,11 @@ static void test_store(struct ctx *t)
         memset(&x, 0, sizeof x);
         CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
         CHECK_INT(apply_in_txn(t, vm6, &by, &x), CSP_OK);
-        SQL(t, "START TRANSACTION");
-        SQL(t, "UPDATE records SET ttl = ttl + 1 WHERE domain_id = %lld", t->fwd.id);
+        E2E_SQL(t->db, "START TRANSACTION");
+        E2E_SQL(t->db, "UPDATE records SET ttl = ttl + 1 WHERE domain_id = %lld", t->fwd.id);
         /* weight, so that InnoDB picks the store's transaction as the victim (rolled back) */
-        SQL(t,
+        E2E_SQL(
+            t->db,
             "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
             "SELECT %lld, CONCAT('pad', seq, '.%s'), 'TXT', 'pad', 60, 0, 0, 1 FROM seq_1_to_500",
             t->fwd.id, t->fwd.name);
@@ -784,7 +736,7 @@ static void test_store(struct ctx *t)
                  "ON DUPLICATE KEY UPDATE updated_at = UTC_TIMESTAMP()",
                  vm6);
         if (mysql_send_query(t->db, lock_y, (unsigned long)strlen(lock_y)))
-            die("send_query: %s", mysql_error(t->db));
+            e2e_die("send_query: %s", mysql_error(t->db));
         struct dns_record recs[MAX_RECS];
         size_t n = prepare(&v1, recs);
         csp_status rc = pdns_store_apply(t->st, vm1, recs, n, &x, err, sizeof err);
@@ -792,15 +744,15 @@ static void test_store(struct ctx *t)
         CHECK_INT(rc, CSP_TRANSIENT);
         CHECK(strstr(err, "(errno 1213)") != NULL);
         if (mysql_read_query_result(t->db))
-            die("the test's side of the deadlock failed: %s", mysql_error(t->db));
-        SQL(t, "ROLLBACK");
+            e2e_die("the test's side of the deadlock failed: %s", mysql_error(t->db));
+        E2E_SQL(t->db, "ROLLBACK");
         CHECK_INT(nrows(t, &t->r16, py, "PTR", ny), 0);
         clock_gettime(CLOCK_MONOTONIC, &t0);
         CHECK_INT(apply(t, vm1, &v1, &x), CSP_OK);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         CHECK_STATS(x, 0, 0, 0, 7, 1, 0, 0);
         CHECK(t1.tv_sec - t0.tv_sec < 5);
-        CHECK_INT(sql_int(t, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
+        CHECK_INT(e2e_sql_int(t->db, "SELECT ttl FROM records WHERE id = %lld", id_a), 600);
     }
 
     printf("  a connection killed while idle is reopened by the next begin\n");
@@ -842,13 +794,15 @@ static void test_store(struct ctx *t)
         const char *vms[] = {vm1, vm2, vm3, vm4, vm5, vm6, vm7, vm9};
         for (size_t i = 0; i < sizeof vms / sizeof vms[0]; i++)
             CHECK_INT(apply(t, vms[i], NULL, &x), CSP_OK);
-        CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM cspdns_record WHERE vm_id LIKE '%s-%%'", t->p),
-                  0);
-        CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-%%'", t->p), 0);
-        CHECK_INT(sql_int(t,
-                          "SELECT COUNT(*) FROM records WHERE domain_id IN "
-                          "(%lld, %lld, %lld, %lld, %lld, %lld) AND type NOT IN ('SOA', 'NS')",
-                          t->fwd.id, t->sub.id, t->nosoa.id, t->r16.id, t->r24.id, t->r6.id),
+        CHECK_INT(
+            e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_record WHERE vm_id LIKE '%s-%%'", t->p),
+            0);
+        CHECK_INT(
+            e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-%%'", t->p), 0);
+        CHECK_INT(e2e_sql_int(t->db,
+                              "SELECT COUNT(*) FROM records WHERE domain_id IN "
+                              "(%lld, %lld, %lld, %lld, %lld, %lld) AND type NOT IN ('SOA', 'NS')",
+                              t->fwd.id, t->sub.id, t->nosoa.id, t->r16.id, t->r24.id, t->r6.id),
                   2);
         CHECK_INT(nrows(t, &t->fwd, h1, "A", a99), 1);
         CHECK_INT(nrows(t, &t->fwd, www, "A", a50), 1);
@@ -868,11 +822,11 @@ static double now_s(void)
 static struct zone *extra_zone(struct ctx *t, const char *fmt_suffix, const char *serial)
 {
     if (t->nextra == sizeof t->extra / sizeof t->extra[0])
-        die("too many extra zones");
+        e2e_die("too many extra zones");
     struct zone *z = &t->extra[t->nextra];
     snprintf(z->name, sizeof z->name, "%s%s", t->p, fmt_suffix);
     if (!zone_free(t, z->name))
-        die("zone %s exists already", z->name);
+        e2e_die("zone %s exists already", z->name);
     create_zone(t, z, serial);
     t->nextra++;
     return z;
@@ -889,7 +843,7 @@ __attribute__((format(printf, 4, 5))) static void dump(struct ctx *t, char *out,
     vsnprintf(q, sizeof q, fmt, ap);
     va_end(ap);
     if (mysql_query(t->db, q))
-        die("SQL failed: %s: %s", q, mysql_error(t->db));
+        e2e_die("SQL failed: %s: %s", q, mysql_error(t->db));
     MYSQL_RES *res = mysql_store_result(t->db);
     unsigned nf = res ? mysql_num_fields(res) : 0;
     out[0] = '\0';
@@ -901,7 +855,7 @@ __attribute__((format(printf, 4, 5))) static void dump(struct ctx *t, char *out,
             off += (size_t)snprintf(out + off, len - off, "\n");
     }
     if (off >= len)
-        die("dump larger than %zu bytes", len);
+        e2e_die("dump larger than %zu bytes", len);
     mysql_free_result(res);
 }
 
@@ -1007,7 +961,8 @@ static void test_equivalence(struct ctx *t)
         for (unsigned k = 21; k < EQ_POOL; k++) {
             struct dns_record r;
             eq_record(&w[i], k, 60, &r);
-            SQL(t,
+            E2E_SQL(
+                t->db,
                 "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
                 "VALUES (%lld, '%s', 'A', '%s', 60, 0, 0, 1)",
                 w[i].z->id, r.name, r.content);
@@ -1046,8 +1001,8 @@ static void test_equivalence(struct ctx *t)
         /* An operator deletes some owned rows by hand now and then. */
         if (round == 4)
             for (int i = 0; i < 2; i++)
-                SQL(t, "DELETE FROM records WHERE domain_id = %lld AND name = 'h1.%s'", w[i].z->id,
-                    w[i].z->name);
+                E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND name = 'h1.%s'",
+                        w[i].z->id, w[i].z->name);
 
         struct pdns_apply_stats sa = {0}, sb = {0}, per[EQ_VMS];
         const char *const *names;
@@ -1196,8 +1151,8 @@ static void test_new_zone(struct ctx *t)
     /* And one removed from domains is no longer used: the name has no zone again. */
     CHECK_INT(apply(t, vm, NULL, &x), CSP_OK);
     CHECK_INT(x.removed, 1);
-    SQL(t, "DELETE FROM records WHERE domain_id = %lld", z->id);
-    SQL(t, "DELETE FROM domains WHERE id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld", z->id);
+    E2E_SQL(t->db, "DELETE FROM domains WHERE id = %lld", z->id);
     CHECK_INT(apply(t, vm, &s, &x), CSP_OK);
     CHECK_INT(x.no_zone, 1);
     CHECK_INT(apply(t, vm, NULL, &x), CSP_OK);
@@ -1244,7 +1199,7 @@ static void test_big_batch(struct ctx *t)
     big_records(t, "seq", 30000, r[1], ids[1], vms[1]);
 
     const char *count_ents = "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND type IS NULL";
-    long long ents0 = sql_int(t, count_ents, t->r6.id);
+    long long ents0 = e2e_sql_int(t->db, count_ents, t->r6.id);
     double t0 = now_s();
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
     CHECK_INT(pdns_store_apply_many(t->st, vms[0], BIG, err, sizeof err), CSP_OK);
@@ -1259,16 +1214,18 @@ static void test_big_batch(struct ctx *t)
     CHECK_INT(added, 3 * BIG);
     /* Names, apexes, and the nibble ENTs the PTRs created in the ip6.arpa zone. */
     CHECK_INT(pdns_store_changed_names(t->st, &names),
-              2 * BIG + 2 + (sql_int(t, count_ents, t->r6.id) - ents0));
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM cspdns_record o JOIN records r ON r.id = o.record_id "
-                      "WHERE o.vm_id LIKE '%s-big%%'",
-                      t->p),
-              3 * BIG);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE 'big%%'",
-                      t->fwd.id),
-              2 * BIG);
+              2 * BIG + 2 + (e2e_sql_int(t->db, count_ents, t->r6.id) - ents0));
+    CHECK_INT(
+        e2e_sql_int(t->db,
+                    "SELECT COUNT(*) FROM cspdns_record o JOIN records r ON r.id = o.record_id "
+                    "WHERE o.vm_id LIKE '%s-big%%'",
+                    t->p),
+        3 * BIG);
+    CHECK_INT(
+        e2e_sql_int(t->db,
+                    "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE 'big%%'",
+                    t->fwd.id),
+        2 * BIG);
 
     t0 = now_s();
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
@@ -1291,11 +1248,12 @@ static void test_big_batch(struct ctx *t)
     CHECK_INT(pdns_store_apply_many(t->st, vms[0], BIG, err, sizeof err), CSP_OK);
     CHECK_INT(pdns_store_commit(t->st, NULL, err, sizeof err), CSP_OK);
     CHECK_INT(vms[0][7].stats.updated, 3);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE 'big%%' "
-                      "AND ttl = 120",
-                      t->fwd.id),
-              2 * BIG);
+    CHECK_INT(
+        e2e_sql_int(t->db,
+                    "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE 'big%%' "
+                    "AND ttl = 120",
+                    t->fwd.id),
+        2 * BIG);
     for (unsigned v = 0; v < 2 * BIG; v++) {
         all[v] = vms[v / BIG][v % BIG];
         all[v].n = 0;
@@ -1304,17 +1262,18 @@ static void test_big_batch(struct ctx *t)
     CHECK_INT(pdns_store_apply_many(t->st, all, 2 * BIG, err, sizeof err), CSP_OK);
     CHECK_INT(pdns_store_commit(t->st, NULL, err, sizeof err), CSP_OK);
     CHECK_INT(all[1999].stats.removed, 3);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM cspdns_record WHERE vm_id LIKE '%s-big%%' OR "
-                      "vm_id LIKE '%s-seq%%'",
-                      t->p, t->p),
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM cspdns_record WHERE vm_id LIKE '%s-big%%' OR "
+                          "vm_id LIKE '%s-seq%%'",
+                          t->p, t->p),
               0);
-    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-big%%'", t->p), 0);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM records WHERE domain_id IN (%lld, %lld) AND "
-                      "(name LIKE 'big%%' OR name LIKE 'seq%%' OR content LIKE 'big%%' OR "
-                      "content LIKE 'seq%%')",
-                      t->fwd.id, t->r6.id),
+    CHECK_INT(
+        e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-big%%'", t->p), 0);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id IN (%lld, %lld) AND "
+                          "(name LIKE 'big%%' OR name LIKE 'seq%%' OR content LIKE 'big%%' OR "
+                          "content LIKE 'seq%%')",
+                          t->fwd.id, t->r6.id),
               0);
 }
 
@@ -1361,20 +1320,21 @@ static void test_kill_mid_batch(struct ctx *t)
     kill_conn(t, store_conn_id(t));
     CHECK_INT(pdns_store_apply_many(t->st, v + 50, 50, err, sizeof err), CSP_TRANSIENT);
     printf("    %s\n", err);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE "
-                      "'kill%%'",
-                      t->fwd.id),
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE "
+                          "'kill%%'",
+                          t->fwd.id),
               0);
-    CHECK_INT(sql_int(t, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-kill%%'", t->p), 0);
+    CHECK_INT(
+        e2e_sql_int(t->db, "SELECT COUNT(*) FROM cspdns_vm WHERE vm_id LIKE '%s-kill%%'", t->p), 0);
     CHECK_INT(serial(t, &t->fwd), s0);
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
     CHECK_INT(pdns_store_apply_many(t->st, v, 100, err, sizeof err), CSP_OK);
     CHECK_INT(pdns_store_commit(t->st, &x, err, sizeof err), CSP_OK);
-    CHECK_INT(sql_int(t,
-                      "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE "
-                      "'kill%%'",
-                      t->fwd.id),
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name LIKE "
+                          "'kill%%'",
+                          t->fwd.id),
               100);
     CHECK_INT(serial(t, &t->fwd), s0 + 1);
     for (unsigned i = 0; i < 100; i++)
@@ -1414,26 +1374,26 @@ int main(void)
     memset(&t, 0, sizeof t);
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (!getenv(vars[i]))
-            die("%s is not set. This test needs a MariaDB with PowerDNS's schema loaded: set "
-                "MYSQL_PDNS_HOST, MYSQL_PDNS_PORT, MYSQL_PDNS_NAME, MYSQL_PDNS_USER and "
-                "MYSQL_PDNS_PASSWORD",
-                vars[i]);
+            e2e_die("%s is not set. This test needs a MariaDB with PowerDNS's schema loaded: set "
+                    "MYSQL_PDNS_HOST, MYSQL_PDNS_PORT, MYSQL_PDNS_NAME, MYSQL_PDNS_USER and "
+                    "MYSQL_PDNS_PASSWORD",
+                    vars[i]);
     t.s.mysql_host = getenv("MYSQL_PDNS_HOST");
     t.s.mysql_port = atoi(getenv("MYSQL_PDNS_PORT"));
     t.s.mysql_name = getenv("MYSQL_PDNS_NAME");
     t.s.mysql_user = getenv("MYSQL_PDNS_USER");
     t.s.mysql_password = getenv("MYSQL_PDNS_PASSWORD");
     if (t.s.mysql_port <= 0 || t.s.mysql_port > 65535)
-        die("MYSQL_PDNS_PORT=%s is not a port number", getenv("MYSQL_PDNS_PORT"));
+        e2e_die("MYSQL_PDNS_PORT=%s is not a port number", getenv("MYSQL_PDNS_PORT"));
     if (!strcmp(t.s.mysql_host, "localhost"))
-        die("MYSQL_PDNS_HOST=localhost uses the unix socket; this test finds the store's "
-            "connection by its TCP port, so give an address such as 127.0.0.1");
+        e2e_die("MYSQL_PDNS_HOST=localhost uses the unix socket; this test finds the store's "
+                "connection by its TCP port, so give an address such as 127.0.0.1");
 
     t.db = connect_db(&t.s);
     test_open_errors(&t);
     /* pdns_store_open creates the ownership tables, which setup and cleanup use. */
     if (pdns_store_open(&t.s, &t.st, err, sizeof err) != CSP_OK)
-        die("pdns_store_open: %s", err);
+        e2e_die("pdns_store_open: %s", err);
     setup_zones(&t);
     printf("test_pdns_store: prefix %s, zones %s %s %s %s %s %s\n", t.p, t.fwd.name, t.sub.name,
            t.nosoa.name, t.r24.name, t.r16.name, t.r6.name);
