@@ -817,6 +817,19 @@ void pdns_store_free(struct pdns_store *st)
 }
 /* ---- transactions -------------------------------------------------------------------------- */
 
+/* Opens a connection when there is none (the last one was lost) and says so. *fresh tells the
+ * caller it is new: a failure on it is the server's now, not a stale idle connection's. */
+static csp_status conn_ensure(struct pdns_store *st, int *fresh, char *err, size_t errlen)
+{
+    *fresh = !st->conn;
+    if (!*fresh)
+        return CSP_OK;
+    csp_status rc = db_connect(st, 0, err, errlen);
+    if (rc == CSP_OK)
+        log_msg(LOG_LVL_INFO, LOG_MOD, "reconnected to MySQL %s:%u/%s", st->host, st->port, st->db);
+    return rc;
+}
+
 csp_status pdns_store_begin(struct pdns_store *st, char *err, size_t errlen)
 {
     if (st->in_txn)
@@ -825,17 +838,13 @@ csp_status pdns_store_begin(struct pdns_store *st, char *err, size_t errlen)
         db_close(st);
     changed_out_free(st);
     for (;;) {
-        int fresh = !st->conn;
-        if (fresh) {
-            csp_status rc = db_connect(st, 0, err, errlen);
-            if (rc != CSP_OK)
-                return rc;
-            log_msg(LOG_LVL_INFO, LOG_MOD, "reconnected to MySQL %s:%u/%s", st->host, st->port,
-                    st->db);
-        }
+        int fresh;
+        csp_status rc = conn_ensure(st, &fresh, err, errlen);
+        if (rc != CSP_OK)
+            return rc;
         if (mysql_query(st->conn, "START TRANSACTION") == 0)
             break;
-        csp_status rc = conn_fail(st, 0, err, errlen, "starting a transaction");
+        rc = conn_fail(st, 0, err, errlen, "starting a transaction");
         int lost = st->lost;
         if (lost)
             db_close(st);
@@ -859,17 +868,13 @@ csp_status pdns_store_ping(struct pdns_store *st, char *err, size_t errlen)
     for (;;) {
         if (st->lost)
             db_close(st);
-        int fresh = !st->conn;
-        if (fresh) {
-            csp_status rc = db_connect(st, 0, err, errlen);
-            if (rc != CSP_OK)
-                return rc;
-            log_msg(LOG_LVL_INFO, LOG_MOD, "reconnected to MySQL %s:%u/%s", st->host, st->port,
-                    st->db);
-        }
+        int fresh;
+        csp_status rc = conn_ensure(st, &fresh, err, errlen);
+        if (rc != CSP_OK)
+            return rc;
         if (mysql_ping(st->conn) == 0)
             return CSP_OK;
-        csp_status rc = conn_fail(st, 0, err, errlen, "checking that the database answers");
+        rc = conn_fail(st, 0, err, errlen, "checking that the database answers");
         /* A connection that died while idle (KILL, server restart) says nothing about the
          * server now: a fresh one does. */
         if (!st->lost || fresh)
