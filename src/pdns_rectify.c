@@ -815,71 +815,80 @@ static csp_status insert_ent(struct ctx *c, const struct node *n, const char *or
     return CSP_OK;
 }
 
-/* Sends the gathered writes, CHUNK rows a statement: per-row statements cost a round trip each,
- * which dominated for signed zones. The rows written are disjoint, so order does not matter. */
-static csp_status flush(struct ctx *c)
+/* Fills the parameters of rows [base, base + k) of one chunked statement. */
+typedef void (*fill_rows_fn)(const struct ctx *c, size_t base, size_t k, struct prm *p);
+
+/* Runs one statement per CHUNK of n rows: head, then more for every row after the first, then
+ * tail (in_list_sql), with per_row parameters a row and lead before them. */
+static csp_status run_chunked(struct ctx *c, size_t n, const char *head, const char *more,
+                              const char *tail, size_t lead, size_t per_row, fill_rows_fn fill,
+                              const char *what)
 {
     csp_status rc = CSP_OK;
-    for (size_t base = 0; base < c->ndel && rc == CSP_OK; base += CHUNK) {
-        size_t k = c->ndel - base < CHUNK ? c->ndel - base : CHUNK;
-        char *sql = in_list_sql("DELETE FROM records WHERE domain_id = ? AND type IS NULL AND "
+    for (size_t base = 0; base < n && rc == CSP_OK; base += CHUNK) {
+        size_t k = n - base < CHUNK ? n - base : CHUNK;
+        char *sql = in_list_sql(head, k, more, tail);
+        struct prm *p = calloc(lead + per_row * k, sizeof *p);
+        if (sql && p) {
+            fill(c, base, k, p);
+            rc = run(c, sql, p, lead + per_row * k, NULL, what);
+        } else {
+            rc = fail(c, CSP_TRANSIENT, "out of memory %s", what);
+        }
+        free(sql);
+        free(p);
+    }
+    return rc;
+}
+
+static void fill_deletes(const struct ctx *c, size_t base, size_t k, struct prm *p)
+{
+    p[0] = (struct prm){P_INT, NULL, c->domain_id};
+    for (size_t i = 0; i < k; i++)
+        p[i + 1] = (struct prm){P_STR, c->del[base + i]->name, 0};
+}
+
+static void fill_updates(const struct ctx *c, size_t base, size_t k, struct prm *p)
+{
+    for (size_t i = 0; i < k; i++) {
+        const struct upd *u = &c->upd[base + i];
+        p[3 * i] = (struct prm){P_INT, NULL, u->id};
+        p[3 * i + 1] = (struct prm){u->has_ord ? P_STR : P_NULL, u->ord, 0};
+        p[3 * i + 2] = (struct prm){P_INT, NULL, u->auth};
+    }
+}
+
+static void fill_inserts(const struct ctx *c, size_t base, size_t k, struct prm *p)
+{
+    for (size_t i = 0; i < k; i++) {
+        size_t x = base + i;
+        p[4 * i] = (struct prm){P_INT, NULL, c->domain_id};
+        p[4 * i + 1] = (struct prm){P_STR, c->ins[x]->name, 0};
+        p[4 * i + 2] = (struct prm){c->ins_hasord[x] ? P_STR : P_NULL, c->ins_ord[x], 0};
+        p[4 * i + 3] = (struct prm){P_INT, NULL, c->ins_auth[x]};
+    }
+}
+
+/* Sends the gathered writes, CHUNK rows a statement: per-row statements cost a round trip each,
+ * which dominated for signed zones. The rows written are disjoint, so order does not matter.
+ * The updates join on the primary key with the new values as a derived table. */
+static csp_status flush(struct ctx *c)
+{
+    csp_status rc = run_chunked(c, c->ndel,
+                                "DELETE FROM records WHERE domain_id = ? AND type IS NULL AND "
                                 "name IN (?",
-                                k, ",?", ")");
-        struct prm *p = calloc(k + 1, sizeof *p);
-        if (sql && p) {
-            p[0] = (struct prm){P_INT, NULL, c->domain_id};
-            for (size_t i = 0; i < k; i++)
-                p[i + 1] = (struct prm){P_STR, c->del[base + i]->name, 0};
-            rc = run(c, sql, p, k + 1, NULL, "deleting empty non-terminals");
-        } else {
-            rc = fail(c, CSP_TRANSIENT, "out of memory deleting empty non-terminals");
-        }
-        free(sql);
-        free(p);
-    }
-    /* A join on the primary key with the new values as a derived table. */
-    for (size_t base = 0; base < c->nu && rc == CSP_OK; base += CHUNK) {
-        size_t k = c->nu - base < CHUNK ? c->nu - base : CHUNK;
-        char *sql = in_list_sql("UPDATE records r JOIN (SELECT ? AS id, ? AS o, ? AS a", k,
-                                " UNION ALL SELECT ?, ?, ?",
-                                ") v ON r.id = v.id SET r.ordername = v.o, r.auth = v.a");
-        struct prm *p = calloc(3 * k, sizeof *p);
-        if (sql && p) {
-            for (size_t i = 0; i < k; i++) {
-                const struct upd *u = &c->upd[base + i];
-                p[3 * i] = (struct prm){P_INT, NULL, u->id};
-                p[3 * i + 1] = (struct prm){u->has_ord ? P_STR : P_NULL, u->ord, 0};
-                p[3 * i + 2] = (struct prm){P_INT, NULL, u->auth};
-            }
-            rc = run(c, sql, p, 3 * k, NULL, "setting ordername and auth");
-        } else {
-            rc = fail(c, CSP_TRANSIENT, "out of memory setting ordername and auth");
-        }
-        free(sql);
-        free(p);
-    }
-    for (size_t base = 0; base < c->nins && rc == CSP_OK; base += CHUNK) {
-        size_t k = c->nins - base < CHUNK ? c->nins - base : CHUNK;
-        char *sql = in_list_sql("INSERT INTO records (type, domain_id, disabled, name, ordername, "
-                                "auth, content, ttl, prio) VALUES (NULL, ?, 0, ?, ?, ?, NULL, "
-                                "NULL, NULL",
-                                k, "), (NULL, ?, 0, ?, ?, ?, NULL, NULL, NULL", ")");
-        struct prm *p = calloc(4 * k, sizeof *p);
-        if (sql && p) {
-            for (size_t i = 0; i < k; i++) {
-                size_t x = base + i;
-                p[4 * i] = (struct prm){P_INT, NULL, c->domain_id};
-                p[4 * i + 1] = (struct prm){P_STR, c->ins[x]->name, 0};
-                p[4 * i + 2] = (struct prm){c->ins_hasord[x] ? P_STR : P_NULL, c->ins_ord[x], 0};
-                p[4 * i + 3] = (struct prm){P_INT, NULL, c->ins_auth[x]};
-            }
-            rc = run(c, sql, p, 4 * k, NULL, "inserting empty non-terminals");
-        } else {
-            rc = fail(c, CSP_TRANSIENT, "out of memory inserting empty non-terminals");
-        }
-        free(sql);
-        free(p);
-    }
+                                ",?", ")", 1, 1, fill_deletes, "deleting empty non-terminals");
+    if (rc == CSP_OK)
+        rc = run_chunked(c, c->nu, "UPDATE records r JOIN (SELECT ? AS id, ? AS o, ? AS a",
+                         " UNION ALL SELECT ?, ?, ?",
+                         ") v ON r.id = v.id SET r.ordername = v.o, r.auth = v.a", 0, 3,
+                         fill_updates, "setting ordername and auth");
+    if (rc == CSP_OK)
+        rc = run_chunked(c, c->nins,
+                         "INSERT INTO records (type, domain_id, disabled, name, ordername, auth, "
+                         "content, ttl, prio) VALUES (NULL, ?, 0, ?, ?, ?, NULL, NULL, NULL",
+                         "), (NULL, ?, 0, ?, ?, ?, NULL, NULL, NULL", ")", 0, 4, fill_inserts,
+                         "inserting empty non-terminals");
     return rc;
 }
 
