@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -359,6 +360,7 @@ class PrivateStack:
         shared = stackmod.load_state_file(os.environ["CSPDNS_STACK_STATE"]) \
             if os.environ.get("CSPDNS_STACK_STATE") else {}
         self.dir = tempfile.mkdtemp(prefix="cspf")
+        self.shared_dir = shared.get("dir")
         self.path = os.path.join(self.dir, "stack.json")
         args = type("A", (), {"state": self.path, "kafka_mock": kafka_mock_path(shared),
                               "brokers": brokers, "pdns_caches": False})
@@ -387,10 +389,26 @@ class PrivateStack:
 
     def close(self):
         if os.path.exists(self.path):
-            stackmod.down_state(self.state())
+            s = self.state()
+            self.keep_logs(s["dir"])
+            stackmod.down_state(s)
         if self.saved_env is not None:
             os.environ["CSPDNS_STACK_STATE"] = self.saved_env
         subprocess.run(["rm", "-rf", self.dir])
+
+    def keep_logs(self, top):
+        """Copies the logs under top (this stack's directory, about to be removed) under the
+        shared stack's directory, so that e2e.secrets_in_logs, which runs last, also reads the
+        logs of outages, where a password in an error message would show."""
+        if not self.shared_dir or not os.path.isdir(self.shared_dir):
+            return
+        dest = os.path.join(self.shared_dir, "private-stacks", os.path.basename(top))
+        for d, _, files in os.walk(top):
+            for name in files:
+                if name.endswith(".log"):
+                    rel = os.path.relpath(os.path.join(d, name), top)
+                    os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+                    shutil.copyfile(os.path.join(d, name), os.path.join(dest, rel))
 
 
 class SqlSession:

@@ -3,7 +3,9 @@
 
 ctest runs it last (it DEPENDS on every e2e test) and before the stack fixture's cleanup removes
 the run's directory. A cs-pdns log is any *.log file under that directory with a line in cs-pdns's
-logfmt or JSON format, so a test that adds a log file is covered without registering it. Must not:
+logfmt or JSON format, so a test that adds a log file is covered without registering it; tests on a
+stack of their own (faultkit.PrivateStack: database and broker outages) copy their logs there
+before removing that stack. Must not:
 pass when it found no cs-pdns log at all (that would mean it looked in the wrong place).
 """
 import os
