@@ -1115,10 +1115,7 @@ static void test_builtin_module(void)
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_policy.XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 2;
-    }
+    unit_tmpdir(tmpdir);
     test_builtin_policy();
     test_limits();
     test_memory();
@@ -1134,9 +1131,6 @@ int main(void)
     test_garbage();
     test_self_check();
     test_builtin_module();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    unit_tmpdir_remove(tmpdir);
     return unit_done("test_policy");
 }

@@ -105,17 +105,11 @@ static void test_missing(void)
 
 int main(void)
 {
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    unit_tmpdir(dir);
     test_bounds();
     test_empty_and_nul();
     test_pipe();
     test_missing();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    unit_tmpdir_remove(dir);
     return unit_done("text_file");
 }

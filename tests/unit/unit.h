@@ -67,6 +67,25 @@ static inline char *unit_fixture(const char *dir, const char *name, size_t *len)
     return buf;
 }
 
+/* Makes the temporary directory named by tmpl (ending in XXXXXX, replaced in place) for a test's
+ * files; without it no check could run, so the test run ends. */
+static inline void unit_tmpdir(char *tmpl)
+{
+    if (!mkdtemp(tmpl)) {
+        perror("mkdtemp");
+        exit(2);
+    }
+}
+
+/* Removes what unit_tmpdir made, with everything in it. */
+static inline void unit_tmpdir_remove(const char *dir)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 /* Call at the end of main: prints a summary and returns the exit status. */
 static inline int unit_done(const char *name)
 {
