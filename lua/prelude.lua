@@ -1,7 +1,9 @@
 -- prelude.lua -- runs in every policy state before the policy: json, print, strict globals.
 -- Must not: open anything the host did not; it only wraps what src/policy.c already provides.
 
-local cjson = ...
+-- fill(t) turns one of the host's lazily converted tables (vm, ctx.account, ...) into a plain
+-- table, so code that looks behind metamethods sees every field; other values are left alone.
+local cjson, fill = ...
 
 local null = cjson.null
 local cjson_encode, cjson_decode = cjson.encode, cjson.decode
@@ -45,8 +47,21 @@ local function normalise(v)
     return v
 end
 
+-- cjson walks tables with lua_next, which sees only the fields of a lazy table read so far.
+local function fill_all(v, seen)
+    if type(v) ~= "table" or seen[v] then
+        return
+    end
+    seen[v] = true
+    fill(v)
+    for _, item in next, v do
+        fill_all(item, seen)
+    end
+end
+
 json = {
     encode = function(value)
+        fill_all(value, {})
         return cjson_encode(value)
     end,
     decode = function(text)
@@ -69,6 +84,7 @@ _ENV.setmetatable = function(t, mt)
         error("setmetatable: __gc finalizers are not allowed in a policy (they would run "
             .. "outside its time and instruction limits)", 2)
     end
+    fill(t)
     return setmetatable(t, mt)
 end
 

@@ -38,15 +38,23 @@
 #define KEY_SLOT_MAX 40  /* longer names are rare; Lua does not intern them either */
 
 /* Registry keys: the addresses are unique, the values unused. */
-static const char KEY_POLICY = 'p';  /* the table the policy file returned */
-static const char KEY_CACHE = 'c';   /* cs.call answers of the current records() call */
-static const char KEY_MODULES = 'm'; /* require()d modules of this state */
-static const char KEY_LOADING = 'l'; /* module name -> call number while its chunk runs */
-static const char KEY_CTX_MT = 'x';  /* metatable of ctx: builds ctx.event on first read */
-static const char KEY_NAMES = 'n';   /* slot -> member name string, see struct key_slot */
+static const char KEY_POLICY = 'p';    /* the table the policy file returned */
+static const char KEY_CACHE = 'c';     /* cs.call answers of the current records() call */
+static const char KEY_MODULES = 'm';   /* require()d modules of this state */
+static const char KEY_LOADING = 'l';   /* module name -> call number while its chunk runs */
+static const char KEY_CTX_MT = 'x';    /* metatable of ctx: builds ctx.event on first read */
+static const char KEY_NAMES = 'n';     /* slot -> member name string, see struct key_slot */
+static const char KEY_LAZY_DONE = 'd'; /* root -> { name = true } of the current call */
+static const char KEY_LAZY_ROOT = 'r'; /* in a lazy metatable: its root's index */
 #define REPLY_MT "cspdns.cs_reply"
 
 enum trip { TRIP_NONE = 0, TRIP_INSTRUCTIONS, TRIP_DEADLINE, TRIP_MEMORY };
+
+/* The JSON objects records() gets as tables built field by field (see lazy_index). */
+enum lazy_root { LAZY_VM, LAZY_ACCOUNT, LAZY_DOMAIN, LAZY_PROJECT, LAZY_ROOTS };
+static const char KEY_LAZY_MT[LAZY_ROOTS]; /* the metatable of each root's table */
+static const char *const lazy_names[LAZY_ROOTS] = {"vm", "ctx.account", "ctx.domain",
+                                                   "ctx.project"};
 
 /* A member name string anchored in the KEY_NAMES table: every VM carries the same few dozen
  * names, and handing Lua the string it already has skips hashing, interning and allocating it
@@ -87,8 +95,9 @@ struct policy {
     int rebuild;       /* the state must be rebuilt before the next call */
     int self_checking; /* cs.call is not answered: the self-check runs offline */
     const struct policy_input *in;
-    const void *ctx; /* the ctx of the running records() call; NULL between calls */
-    size_t mem_used; /* bytes the state holds */
+    const void *ctx;              /* the ctx of the running records() call; NULL between calls */
+    const void *lazy[LAZY_ROOTS]; /* the running call's lazy tables; NULL between calls */
+    size_t mem_used;              /* bytes the state holds */
     struct key_slot names[KEY_SLOTS]; /* valid for the current L only */
     void *spare[SMALL_CLASSES];       /* freed small blocks by size class, linked through */
 };
@@ -478,6 +487,239 @@ static void new_ctx_metatable(lua_State *L)
     lua_pushcclosure(L, ctx_pairs, 1);
     lua_setfield(L, -2, "__pairs");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CTX_MT);
+}
+
+/* ---- vm and the owner objects, built field by field ---- */
+
+/* A VM as CloudStack lists it has some forty fields and nested objects, and most policies read
+ * five of them: converting them all was a third of a call. So records() gets vm, ctx.account,
+ * ctx.domain and ctx.project as tables that convert a field on its first read and keep it with
+ * rawset. What would tell them from plain tables is covered: pairs, next, rawget, getmetatable,
+ * setmetatable and json.encode see the whole table (lazy_fill first), and a field the policy
+ * assigned or removed before reading it stays as the policy left it (the done table). The JSON
+ * is freed when the call returns, so a table kept in module state raises when a later call reads
+ * a field it never read; the policy must keep the fields, not the table. */
+
+/* The root that the table at idx is the lazy table of, or -1 for any other value. [-0, +0, -] */
+static int lazy_root_of(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return -1;
+    int r = lua_rawgetp(L, -1, &KEY_LAZY_ROOT) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : -1;
+    lua_pop(L, 2);
+    return r;
+}
+
+/* The JSON object behind root r of the running call; raises for a table from an earlier call.
+ * [-0, +0, e] */
+static const json_value *lazy_source(lua_State *L, int idx, int r, const char *what)
+{
+    struct policy *p = policy_of(L);
+    if (!p->in || lua_topointer(L, idx) != p->lazy[r])
+        luaL_error(L,
+                   "%s%s: %s is only available during the records() call that received it; keep "
+                   "the fields a later call needs (local name = vm.name), not the table",
+                   lazy_names[r], what, lazy_names[r]);
+    const json_value *roots[LAZY_ROOTS] = {p->in->vm, p->in->account, p->in->domain,
+                                           p->in->project};
+    return roots[r];
+}
+
+/* Pushes root r's { name = true } of the names this call already settled. [-0, +1, m] */
+static void lazy_push_done(lua_State *L, int r)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_LAZY_DONE);
+    if (lua_rawgeti(L, -1, r + 1) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 8);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, -3, r + 1);
+    }
+    lua_remove(L, -2);
+}
+
+/* The last non-null member named key, as the eager conversion (last one wins) would keep it. */
+static const json_value *lazy_member(const json_value *o, const char *key, size_t len)
+{
+    for (size_t j = o->len; j-- > 0;) {
+        const json_member *m = &o->u.members[j];
+        if (m->value.type != JSON_NULL && m->key_len == len && memcmp(m->key, key, len) == 0)
+            return &m->value;
+    }
+    return NULL;
+}
+
+/* Converts every field not settled yet into the table at idx and makes it a plain table.
+ * [-0, +0, e] */
+static void lazy_fill(lua_State *L, int idx, int r)
+{
+    idx = lua_absindex(L, idx);
+    const json_value *o = lazy_source(L, idx, r, "");
+    struct policy *p = policy_of(L);
+    lazy_push_done(L, r);
+    int done = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_NAMES);
+    int names = lua_gettop(L);
+    /* from the end: the first member of a name met is the one that wins */
+    for (size_t j = o->len; j-- > 0;) {
+        const json_member *m = &o->u.members[j];
+        if (m->value.type == JSON_NULL)
+            continue;
+        push_name(L, p, names, m->key, m->key_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, done) != LUA_TNIL) {
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, done);
+        push_json(L, p, names, &m->value);
+        lua_rawset(L, idx);
+    }
+    lua_pop(L, 2);
+    lua_pushnil(L);
+    lua_setmetatable(L, idx);
+}
+
+/* Fills the table at idx if it is a lazy one. [-0, +0, e] */
+static void lazy_fill_any(lua_State *L, int idx)
+{
+    int r = lazy_root_of(L, idx);
+    if (r >= 0)
+        lazy_fill(L, idx, r);
+}
+
+/* __index of a lazy table; upvalue 1 is its root. [-2, +1, e] */
+static int lazy_index(lua_State *L)
+{
+    int r = (int)lua_tointeger(L, lua_upvalueindex(1));
+    if (lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    size_t len;
+    const char *key = lua_tolstring(L, 2, &len);
+    const json_value *o = lazy_source(L, 1, r, "");
+    lazy_push_done(L, r); /* 3 */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, 3) != LUA_TNIL) { /* read before, then removed by the policy */
+        lua_pushnil(L);
+        return 1;
+    }
+    const json_value *v = lazy_member(o, key, len);
+    if (!v) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, 3);
+    push_json_named(L, policy_of(L), v);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+/* __newindex of a lazy table: a field set (or set to nil) before it was read keeps the policy's
+ * value. [-3, +0, e] */
+static int lazy_newindex(lua_State *L)
+{
+    int r = (int)lua_tointeger(L, lua_upvalueindex(1));
+    struct policy *p = policy_of(L);
+    if (p->in && lua_topointer(L, 1) == p->lazy[r] && lua_type(L, 2) == LUA_TSTRING) {
+        lazy_push_done(L, r);
+        lua_pushvalue(L, 2);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* __pairs of a lazy table. [-1, +3, e] */
+static int lazy_pairs(lua_State *L)
+{
+    lazy_fill(L, 1, (int)lua_tointeger(L, lua_upvalueindex(1)));
+    lua_settop(L, 1);
+    lua_pushcfunction(L, ctx_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* The base library's next, rawget and getmetatable, seeing a lazy table whole. */
+static int l_next(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lazy_fill_any(L, 1);
+    return ctx_next(L);
+}
+
+static int l_rawget(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checkany(L, 2);
+    lazy_fill_any(L, 1);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int l_getmetatable(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lazy_fill_any(L, 1);
+    if (!lua_getmetatable(L, 1)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    luaL_getmetafield(L, 1, "__metatable");
+    return 1;
+}
+
+/* fill(value) for the prelude's json.encode and setmetatable. [-1, +0, e] */
+static int l_lazy_fill(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TTABLE)
+        lazy_fill_any(L, 1);
+    return 0;
+}
+
+/* [-0, +0, e] */
+static void new_lazy_metatables(lua_State *L)
+{
+    for (int r = 0; r < LAZY_ROOTS; r++) {
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, r);
+        lua_rawsetp(L, -2, &KEY_LAZY_ROOT);
+        static const lua_CFunction fns[] = {lazy_index, lazy_newindex, lazy_pairs};
+        static const char *const events[] = {"__index", "__newindex", "__pairs"};
+        for (int i = 0; i < 3; i++) {
+            lua_pushinteger(L, r);
+            lua_pushcclosure(L, fns[i], 1);
+            lua_setfield(L, -2, events[i]);
+        }
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_LAZY_MT[r]);
+    }
+}
+
+/* Pushes v as root r's table of the running call; anything but an object converts at once.
+ * [-0, +1, m] */
+static void lazy_push(lua_State *L, struct policy *p, int r, const json_value *v)
+{
+    if (v->type != JSON_OBJECT) {
+        push_json_named(L, p, v);
+        return;
+    }
+    lua_createtable(L, 0, 8);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_LAZY_MT[r]);
+    lua_setmetatable(L, -2);
+    p->lazy[r] = lua_topointer(L, -1);
 }
 
 /* ---- host API: dns ---- */
@@ -948,6 +1190,12 @@ static int open_sandbox(lua_State *L)
     lua_setfield(L, 1, "require");
 
     new_ctx_metatable(L);
+    new_lazy_metatables(L);
+    static const luaL_Reg lazy_aware[] = {
+        {"next", l_next}, {"rawget", l_rawget}, {"getmetatable", l_getmetatable}, {NULL, NULL}};
+    lua_pushvalue(L, 1);
+    luaL_setfuncs(L, lazy_aware, 0);
+    lua_pop(L, 1);
     lua_createtable(L, KEY_SLOTS, 0);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_NAMES);
     luaL_newmetatable(L, REPLY_MT);
@@ -965,7 +1213,8 @@ static int open_sandbox(lua_State *L)
     if (luaL_loadbufferx(L, prelude->src, prelude->len, "=prelude.lua", "t") != LUA_OK)
         return lua_error(L);
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
-    lua_call(L, 1, 0);
+    lua_pushcfunction(L, l_lazy_fill);
+    lua_call(L, 2, 0);
     return 0;
 }
 
@@ -1056,6 +1305,7 @@ static int build_state(struct policy *p, char *err, size_t errlen)
     p->rebuild = 0;
     p->in = NULL;
     p->ctx = NULL;
+    memset(p->lazy, 0, sizeof p->lazy);
     lua_State *L = lua_newstate(policy_alloc, p);
     if (!L) {
         snprintf(err, errlen, "policy: cannot create a Lua state (out of memory)");
@@ -1212,11 +1462,14 @@ static void push_ctx(lua_State *L, struct policy *p, const struct policy_input *
     const struct {
         const char *key;
         const json_value *v;
-    } objs[] = {{"account", in->account}, {"domain", in->domain}, {"project", in->project}};
+        int root;
+    } objs[] = {{"account", in->account, LAZY_ACCOUNT},
+                {"domain", in->domain, LAZY_DOMAIN},
+                {"project", in->project, LAZY_PROJECT}};
     for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++) {
         if (!objs[i].v || objs[i].v->type == JSON_NULL)
             continue;
-        push_json_named(L, p, objs[i].v);
+        lazy_push(L, p, objs[i].root, objs[i].v);
         lua_setfield(L, -2, objs[i].key);
     }
     lua_createtable(L, 0, 3);
@@ -1415,10 +1668,12 @@ static int do_records(lua_State *L)
     lua_settop(L, 0);
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CACHE);
+    lua_createtable(L, LAZY_ROOTS, 0);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_LAZY_DONE);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_POLICY);     /* 1 */
     if (lua_getfield(L, 1, "records") != LUA_TFUNCTION) /* 2 */
         return call_fail(c, "the policy's table no longer has a records function");
-    push_json_named(L, c->p, c->in->vm);
+    lazy_push(L, c->p, LAZY_VM, c->in->vm);
     push_ctx(L, c->p, c->in);
     /* anchored in slot 1 so no other table can take its address while the call runs */
     lua_pushvalue(L, -1);
@@ -1452,6 +1707,7 @@ policy_result policy_records(struct policy *p, const struct policy_input *in,
     p->in = in;
     int st = call_limited(p, do_records, &c, 1);
     p->ctx = NULL;
+    memset(p->lazy, 0, sizeof p->lazy);
     assert(lua_gettop(L) == top + 2); /* the handler, then the answer or the error */
     policy_result res = c.result;
     if (p->transient) {

@@ -579,6 +579,87 @@ static void test_lazy_event(void)
     json_doc_free(ev2);
 }
 
+/* vm and the owner objects convert a field on first read; nothing a policy can do tells them from
+ * plain tables, except keeping one past its call. */
+static void test_lazy_objects(void)
+{
+    char err[4096];
+    struct policy_config cfg = base_cfg(write_file(
+        "lazyobj.lua",
+        "local function want(ok, what) if not ok then error(what, 0) end end\n"
+        "local calls, kept, kacc = 0, nil, nil\n"
+        "local function count(t) local n = 0 for _ in pairs(t) do n = n + 1 end return n end\n"
+        "return { records = function(vm, ctx)\n"
+        "  calls = calls + 1\n"
+        "  if calls == 1 then\n"
+        "    want(vm.name == 'web-01' and vm.nic[2].isdefault == true, 'fields')\n"
+        "    want(vm.gone == nil and vm[1] == nil and vm.nosuch == nil, 'absent fields')\n"
+        "    vm.state = nil\n"
+        "    want(vm.state == nil, 'removed before its first read')\n"
+        "    want(vm.group == 'www', 'group') vm.group = nil\n"
+        "    want(vm.group == nil, 'removed after its first read')\n"
+        "    vm.memory = 1\n"
+        "    want(vm.memory == 1, 'set before its first read')\n"
+        "    local seen = {}\n"
+        "    for k, v in pairs(vm) do seen[k] = v end\n"
+        "    want(seen.state == nil and seen.group == nil and seen.memory == 1, 'pairs: changes')\n"
+        "    want(seen.id == vm.id and seen.ratio == 1.5 and #seen.arr == 2, 'pairs: fields')\n"
+        "    want(count(seen) == 8, 'pairs: 8 fields, not ' .. count(seen))\n"
+        "    want(getmetatable(vm) == nil, 'plain after pairs')\n"
+        "    kept, kacc = ctx.domain, ctx.account\n"
+        "    want(kept.name == 'customers', 'domain')\n"
+        "    return false\n"
+        "  end\n"
+        "  if calls == 2 then\n"
+        "    want(kept.name == 'customers', 'a field read in its call stays')\n"
+        "    local ok, e = pcall(function() return kept.path end)\n"
+        "    want(not ok and e:find('ctx.domain: ctx.domain is only available during the "
+        "records',\n"
+        "         1, true), 'stale read: ' .. tostring(e))\n"
+        "    want(not pcall(pairs, kacc), 'stale pairs')\n"
+        "    want(not pcall(json.encode, kacc), 'stale json.encode')\n"
+        "    want(next(vm) ~= nil and count(vm) == 10, 'next sees the whole vm')\n"
+        "    want(rawget(ctx.account, 'name') == 'acme', 'rawget sees an unread field')\n"
+        "    want(getmetatable(ctx.domain) == nil, 'getmetatable: a plain table')\n"
+        "    local j = json.encode({ d = ctx.domain })\n"
+        "    want(j:find('\"path\":\"ROOT', 1, true), 'json.encode nested: ' .. j)\n"
+        "    return false\n"
+        "  end\n"
+        "  if calls == 3 then\n"
+        "    setmetatable(ctx.domain, { __index = function() return 'x' end })\n"
+        "    want(ctx.domain.name == 'customers' and ctx.domain.zzz == 'x', 'setmetatable')\n"
+        "    want(vm.name == 'second' and vm.dup == 1, 'duplicates as eagerly: ' .. vm.name)\n"
+        "    return false\n"
+        "  end\n"
+        "  local seen = {}\n"
+        "  for k, v in pairs(vm) do seen[k] = v end\n"
+        "  want(seen.name == 'second' and seen.dup == 1 and count(seen) == 2, 'pairs duplicates')\n"
+        "  return false\n"
+        "end }\n"));
+    struct policy *p = load(&cfg);
+    json_doc *vm = parse(VM_JSON);
+    json_doc *dup = parse("{\"name\":\"first\",\"name\":\"second\",\"dup\":1,\"dup\":null}");
+    json_doc *acc = parse("{\"name\":\"acme\",\"id\":\"a1\"}");
+    json_doc *dom = parse("{\"name\":\"customers\",\"path\":\"ROOT/customers\"}");
+    struct policy_input in = {.vm = json_root(vm),
+                              .account = json_root(acc),
+                              .domain = json_root(dom),
+                              .trigger = "test"};
+    struct dns_record *recs;
+    size_t n;
+    for (int call = 1; call <= 4; call++) {
+        in.vm = json_root(call <= 2 ? vm : dup);
+        CHECK_INT(policy_records(p, &in, &recs, &n, err, sizeof err), POLICY_UNCHANGED);
+        CHECK_STR(err, "");
+    }
+    CHECK_INT(policy_stack_top(p), 0);
+    policy_free(p);
+    json_doc_free(vm);
+    json_doc_free(dup);
+    json_doc_free(acc);
+    json_doc_free(dom);
+}
+
 static void test_stack_balance(void)
 {
     struct policy_config cfg = base_cfg(NULL);
@@ -1124,6 +1205,7 @@ int main(void)
     test_returns();
     test_values();
     test_lazy_event();
+    test_lazy_objects();
     test_stack_balance();
     test_cs_call();
     test_escapes();
