@@ -448,7 +448,7 @@ static int ctx_index(lua_State *L)
 }
 
 /* The next function __pairs hands out, immune to a policy reassigning the global. [-2, +2, e] */
-static int ctx_next(lua_State *L)
+static int raw_next(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
@@ -456,6 +456,16 @@ static int ctx_next(lua_State *L)
         return 2;
     lua_pushnil(L);
     return 1;
+}
+
+/* What a __pairs returns for the table in slot 1: raw_next, the table, nil. [-(0|1), +3, -] */
+static int pairs_of(lua_State *L)
+{
+    lua_settop(L, 1);
+    lua_pushcfunction(L, raw_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
 }
 
 /* __pairs of ctx: builds the event first so iteration sees every documented field; a ctx kept
@@ -469,11 +479,7 @@ static int ctx_pairs(lua_State *L)
         lua_pushvalue(L, lua_upvalueindex(1)); /* 3 */
         ctx_build_event(L, 1, 3);
     }
-    lua_settop(L, 1);
-    lua_pushcfunction(L, ctx_next);
-    lua_pushvalue(L, 1);
-    lua_pushnil(L);
-    return 3;
+    return pairs_of(L);
 }
 
 /* [-0, +0, e] */
@@ -645,11 +651,7 @@ static int lazy_newindex(lua_State *L)
 static int lazy_pairs(lua_State *L)
 {
     lazy_fill(L, 1, (int)lua_tointeger(L, lua_upvalueindex(1)));
-    lua_settop(L, 1);
-    lua_pushcfunction(L, ctx_next);
-    lua_pushvalue(L, 1);
-    lua_pushnil(L);
-    return 3;
+    return pairs_of(L);
 }
 
 /* The base library's next, rawget and getmetatable, seeing a lazy table whole. */
@@ -657,7 +659,7 @@ static int l_next(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lazy_fill_any(L, 1);
-    return ctx_next(L);
+    return raw_next(L);
 }
 
 static int l_rawget(lua_State *L)
