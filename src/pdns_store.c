@@ -157,6 +157,7 @@ struct pdns_store {
     char *tls_ca, *tls_cert, *tls_key;
     MYSQL *conn; /* NULL while disconnected; pdns_store_begin reconnects */
     MYSQL_STMT *q[Q_COUNT];
+    struct pdns_rectify_stmts *rx; /* the rectify's statements on conn */
     int in_txn;
     int lost;     /* the last error killed the connection: close it instead of rolling back */
     int readonly; /* pdns_store_open_readonly: plans only, every write refused */
@@ -450,6 +451,7 @@ static void db_close(struct pdns_store *st)
             mysql_stmt_close(st->q[i]);
         st->q[i] = NULL;
     }
+    pdns_rectify_stmts_clear(st->rx);
     if (st->conn)
         mysql_close(st->conn);
     st->conn = NULL;
@@ -769,8 +771,9 @@ static csp_status store_open(const struct settings *s, int readonly, struct pdns
     st->tls_cert = s->mysql_tls_cert ? strdup(s->mysql_tls_cert) : NULL;
     st->tls_key = s->mysql_tls_key ? strdup(s->mysql_tls_key) : NULL;
     if (!st->host || !st->db || !st->user || !st->password || strmap_new(&st->chg_seen) ||
-        strmap_new(&st->zmap) || (s->mysql_tls_ca && !st->tls_ca) ||
-        (s->mysql_tls_cert && !st->tls_cert) || (s->mysql_tls_key && !st->tls_key)) {
+        strmap_new(&st->zmap) || pdns_rectify_stmts_new(&st->rx) ||
+        (s->mysql_tls_ca && !st->tls_ca) || (s->mysql_tls_cert && !st->tls_cert) ||
+        (s->mysql_tls_key && !st->tls_key)) {
         pdns_store_free(st);
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory");
     }
@@ -813,6 +816,7 @@ void pdns_store_free(struct pdns_store *st)
     strmap_free(st->chg_seen, NULL);
     strmap_free(st->zmap, NULL);
     free(st->zv);
+    pdns_rectify_stmts_free(st->rx);
     free(st);
 }
 /* ---- transactions -------------------------------------------------------------------------- */
@@ -2138,8 +2142,8 @@ static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
         for (size_t i = 0; i < nchg; i++)
             if (st->chg[i].domain_id == st->zones[z])
                 names[n++] = st->chg[i].name;
-        rc = pdns_rectify_names(st->conn, zone->id, zone->name, names, n, note_ent, &ents, err,
-                                errlen);
+        rc = pdns_rectify_names(st->conn, st->rx, zone->id, zone->name, names, n, note_ent, &ents,
+                                err, errlen);
         if (rc != CSP_OK && mysql_errno(st->conn) && err_conn_lost(mysql_errno(st->conn)))
             st->lost = 1;
     }
