@@ -13,6 +13,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json.h"
+#include "textbuf.h"
+
 #define NAME_BUFSZ 256
 #define FIELD_BUFSZ 1024
 /* Placeholders per IN (...) list: far below MySQL's 65535, and a statement stays small. */
@@ -134,6 +137,7 @@ struct stmt_slot {
 
 struct pdns_rectify_stmts {
     struct stmt_slot slot[STMT_SLOTS];
+    char collation[64]; /* of records.name on this connection; "" until read */
     unsigned long long clock;
 };
 
@@ -153,8 +157,11 @@ static void slot_close(struct stmt_slot *s)
 
 void pdns_rectify_stmts_clear(struct pdns_rectify_stmts *s)
 {
-    for (size_t i = 0; s && i < STMT_SLOTS; i++)
+    if (!s)
+        return;
+    for (size_t i = 0; i < STMT_SLOTS; i++)
         slot_close(&s->slot[i]);
+    s->collation[0] = '\0';
 }
 
 void pdns_rectify_stmts_free(struct pdns_rectify_stmts *s)
@@ -556,33 +563,107 @@ static int cmp_row(const void *a, const void *b)
                               : (x->id > y->id) - (x->id < y->id);
 }
 
-/* All enabled rows at the node names, in chunks of CHUNK names. */
+/* The collation of records.name, read once per connection: the names a statement joins with
+ * must carry it, or the (name, type) index cannot serve the join. */
+static csp_status name_collation(struct ctx *c)
+{
+    static const char sql[] =
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 'records' AND COLUMN_NAME = 'name'";
+    const char *what = "reading the collation of records.name";
+    char *coll = c->stmts->collation, cols[1][FIELD_BUFSZ];
+    my_bool isnull[1];
+    MYSQL_STMT *st;
+    csp_status rc;
+    int r;
+
+    if (coll[0])
+        return CSP_OK;
+    if ((rc = run(c, sql, NULL, 0, &st, what)) != CSP_OK)
+        return rc;
+    r = fetch(c, st, cols, isnull, 1, what, &rc);
+    stmt_done(c, st, r >= 0);
+    if (r < 0)
+        return rc;
+    size_t len = r == 1 && !isnull[0] ? strlen(cols[0]) : 0;
+    int ok = len > 0 && len < sizeof c->stmts->collation;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)cols[0][i]) || cols[0][i] == '_';
+    if (!ok)
+        return fail(c, CSP_PERMANENT,
+                    "cannot read the collation of records.name: load PowerDNS's schema.mysql.sql "
+                    "(4.x) into the database");
+    memcpy(coll, cols[0], len + 1);
+    return CSP_OK;
+}
+
+/* Sorts the rows read, drops repeats (a row joined with two names that its collation holds
+ * equal) and sets the node flags from them. */
+static void index_rows(struct ctx *c)
+{
+    size_t u = 0;
+    if (c->nr)
+        qsort(c->rows, c->nr, sizeof *c->rows, cmp_row);
+    for (size_t j = 0; j < c->nr; j++)
+        if (!u || c->rows[u - 1].id != c->rows[j].id || c->rows[u - 1].node != c->rows[j].node)
+            c->rows[u++] = c->rows[j];
+    c->nr = u;
+    for (size_t j = c->nr; j-- > 0;) {
+        const struct row *w = &c->rows[j];
+        struct node *n = &c->nodes[w->node];
+        n->r0 = j;
+        n->rn++;
+        if (w->type_null) {
+            n->ent_rows++;
+            continue;
+        }
+        n->real = 1;
+        if (!strcasecmp(w->type, "NS"))
+            n->has_ns |= !n->apex;
+        else
+            n->has_non_ns = 1;
+        n->has_ds |= !strcasecmp(w->type, "DS");
+    }
+    for (size_t i = 0; i < c->nn; i++)
+        c->any_ns |= c->nodes[i].has_ns;
+}
+
+/* All enabled rows at the node names, CHUNK names a statement. The names come as one JSON
+ * array, so the statement's text never changes and one kept statement serves every batch;
+ * joined through the (name, type) index, that is also about half the server time of an IN
+ * list (whose range analysis costs per value). */
 static csp_status read_rows(struct ctx *c)
 {
     const char *what = "reading the rows at the changed names and their ancestors";
-    for (size_t base = 0; base < c->nn; base += CHUNK) {
-        size_t k = c->nn - base < CHUNK ? c->nn - base : CHUNK, kp = pad_rows(k);
-        /* Without the hint MariaDB reads the whole zone through the domain_id index. */
-        char *sql = in_list_sql("SELECT id, name, type, ordername, auth FROM records FORCE INDEX "
-                                "(nametype_index) WHERE domain_id = ? AND disabled = 0 AND name "
-                                "IN (?",
-                                kp, ",?", ")");
-        struct prm *p = calloc(kp + 1, sizeof *p);
-        MYSQL_STMT *st = NULL;
-        csp_status rc = CSP_OK;
-        if (!sql || !p) {
-            free(sql);
-            free(p);
-            return fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+    char sql[512];
+    textbuf js = {0};
+    csp_status rc = name_collation(c);
+
+    if (rc != CSP_OK)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "SELECT r.id, r.name, r.type, r.ordername, r.auth FROM JSON_TABLE(?, '$[*]' COLUMNS "
+             "(n VARCHAR(255) COLLATE %s PATH '$')) j STRAIGHT_JOIN records r FORCE INDEX "
+             "(nametype_index) ON r.name = j.n WHERE r.domain_id = ? AND r.disabled = 0",
+             c->stmts->collation);
+    for (size_t base = 0; base < c->nn && rc == CSP_OK; base += CHUNK) {
+        size_t k = c->nn - base < CHUNK ? c->nn - base : CHUNK;
+        int oom = 0;
+        textbuf_reset(&js);
+        oom |= textbuf_putc(&js, '[');
+        for (size_t i = 0; i < k; i++) {
+            const char *name = c->nodes[base + i].name;
+            oom |= (i && textbuf_putc(&js, ',')) || json_write_string(&js, name, strlen(name));
         }
-        p[0] = (struct prm){P_INT, NULL, c->domain_id};
-        for (size_t i = 0; i < kp; i++)
-            p[i + 1] = (struct prm){P_STR, c->nodes[base + (i < k ? i : k - 1)].name, 0};
-        rc = run(c, sql, p, kp + 1, &st, what);
-        free(sql);
-        free(p);
-        if (rc != CSP_OK)
-            return rc;
+        oom |= textbuf_putc(&js, ']');
+        if (oom) {
+            rc = fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+            break;
+        }
+        struct prm p[2] = {{P_STR, textbuf_str(&js), 0}, {P_INT, NULL, c->domain_id}};
+        MYSQL_STMT *st = NULL;
+        if ((rc = run(c, sql, p, 2, &st, what)) != CSP_OK)
+            break;
         char cols[5][FIELD_BUFSZ];
         my_bool isnull[5];
         int r;
@@ -597,34 +678,18 @@ static csp_status read_rows(struct ctx *c)
             w.ord_null = isnull[3];
             copy(w.ord, sizeof w.ord, isnull[3] ? "" : cols[3]);
             w.auth = !isnull[4] && atoi(cols[4]) != 0;
-            if (w.type_null) {
-                n->ent_rows++;
-            } else {
-                n->real = 1;
-                if (!strcasecmp(w.type, "NS"))
-                    n->has_ns |= !n->apex;
-                else
-                    n->has_non_ns = 1;
-                n->has_ds |= !strcasecmp(w.type, "DS");
-            }
             if (add_row(c, &w)) {
-                stmt_done(c, st, 0);
-                return fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+                rc = fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+                r = -1;
+                break;
             }
         }
         stmt_done(c, st, r >= 0);
-        if (r < 0)
-            return rc;
     }
-    if (c->nr)
-        qsort(c->rows, c->nr, sizeof *c->rows, cmp_row);
-    for (size_t j = c->nr; j-- > 0;) {
-        c->nodes[c->rows[j].node].r0 = j;
-        c->nodes[c->rows[j].node].rn++;
-    }
-    for (size_t i = 0; i < c->nn; i++)
-        c->any_ns |= c->nodes[i].has_ns;
-    return CSP_OK;
+    textbuf_free(&js);
+    if (rc == CSP_OK)
+        index_rows(c);
+    return rc;
 }
 
 /* ---- empty non-terminals ------------------------------------------------------------------- */
