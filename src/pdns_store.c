@@ -1077,15 +1077,14 @@ static const struct zone *zone_of(const struct pdns_store *st, const char *name)
 {
     const char *cand[ZONE_CANDIDATES], *zp[ZONE_CANDIDATES];
     const struct zone *zz[ZONE_CANDIDATES];
-    char low[DNS_NAME_BUFSZ], suffix[DNS_NAME_BUFSZ];
+    char low[DNS_NAME_BUFSZ];
     size_t nz = 0;
 
     lower_copy(low, name, sizeof low);
     size_t nc = dns_name_suffixes(low, cand, ZONE_CANDIDATES);
     for (size_t i = 0; i < nc; i++) {
         void *v;
-        snprintf(suffix, sizeof suffix, "%s", cand[i]);
-        if (strmap_get(st->zmap, suffix, &v)) {
+        if (strmap_get(st->zmap, cand[i], &v)) {
             zz[nz] = v;
             zp[nz++] = ((const struct zone *)v)->name;
         }
