@@ -636,7 +636,7 @@ static csp_status read_rows(struct ctx *c)
 {
     const char *what = "reading the rows at the changed names and their ancestors";
     char sql[512];
-    textbuf js = {0};
+    textbuf js = TEXTBUF_INIT;
     csp_status rc = name_collation(c);
 
     if (rc != CSP_OK)
