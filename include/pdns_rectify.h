@@ -15,17 +15,29 @@
  * a cache holding its old answer must forget it. Returns 0, or -1 when memory ran out. */
 typedef int (*pdns_rectify_ent_fn)(void *ud, const char *name);
 
+/* The statements pdns_rectify_names prepared on one connection, kept for its later calls:
+ * preparing them anew per batch cost a round trip and a parse each. Bound to that connection:
+ * clear them before it closes, or once it was lost. */
+struct pdns_rectify_stmts;
+
+/* Returns 0 and *out, or -1 when memory ran out. */
+int pdns_rectify_stmts_new(struct pdns_rectify_stmts **out);
+/* Closes every kept statement; the object stays usable for the next connection. */
+void pdns_rectify_stmts_clear(struct pdns_rectify_stmts *s);
+void pdns_rectify_stmts_free(struct pdns_rectify_stmts *s);
+
 /* Inside the caller's open transaction on db: when zone (domains.id domain_id, apex zone
  * without trailing dot, lowercase) is DNSSEC-signed (active keys in cryptokeys, or PRESIGNED),
  * sets ordername and auth on every records row at names[0..n) (names inside the zone, no
  * trailing dot, lowercase) and creates or deletes the empty non-terminals between each name
  * and the apex, for NSEC or NSEC3 (narrow or not) per the zone's NSEC3PARAM/NSEC3NARROW
  * metadata. For an unsigned zone it does what rectify-zone does there too. on_ent (may be NULL)
- * hears of every empty non-terminal it created or removed. Returns CSP_OK, CSP_TRANSIENT
- * (connection/deadlock, or on_ent out of memory: the caller rolls back and retries) or
- * CSP_PERMANENT. */
-csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
-                              const char *const *names, size_t n, pdns_rectify_ent_fn on_ent,
-                              void *ud, char *err, size_t errlen);
+ * hears of every empty non-terminal it created or removed. stmts (may be NULL: every statement
+ * is then prepared and closed within the call) keeps statements prepared on db. Returns CSP_OK,
+ * CSP_TRANSIENT (connection/deadlock, or on_ent out of memory: the caller rolls back and retries)
+ * or CSP_PERMANENT. */
+csp_status pdns_rectify_names(MYSQL *db, struct pdns_rectify_stmts *stmts, long long domain_id,
+                              const char *zone, const char *const *names, size_t n,
+                              pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);
 
 #endif

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json.h"
+#include "textbuf.h"
+
 #define NAME_BUFSZ 256
 #define FIELD_BUFSZ 1024
 /* Placeholders per IN (...) list: far below MySQL's 65535, and a statement stays small. */
@@ -51,6 +54,7 @@ struct node {
 
 struct ctx {
     MYSQL *db;
+    struct pdns_rectify_stmts *stmts;
     long long domain_id;
     const char *zone;
     size_t zlen;
@@ -119,8 +123,105 @@ static csp_status stmt_fail(struct ctx *c, MYSQL_STMT *st, const char *what)
                 msg, no, what, c->zone, c->domain_id);
 }
 
-/* Prepares and executes sql with params; on CSP_OK *out holds the statement (results stored),
- * or is left NULL when out is NULL (writes). */
+/* ---- kept statements ------------------------------------------------------------------------ */
+
+/* Enough for every fixed statement and the padded sizes of the IN lists (pad_rows), with room
+ * for the rarer statements whose text varies (scans, updates, ENT inserts) to come and go. */
+#define STMT_SLOTS 24
+
+struct stmt_slot {
+    char *sql; /* NULL: free */
+    MYSQL_STMT *st;
+    unsigned long long used; /* when it last ran: the least recent one makes room */
+};
+
+struct pdns_rectify_stmts {
+    struct stmt_slot slot[STMT_SLOTS];
+    char collation[64]; /* of records.name on this connection; "" until read */
+    unsigned long long clock;
+};
+
+int pdns_rectify_stmts_new(struct pdns_rectify_stmts **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? 0 : -1;
+}
+
+static void slot_close(struct stmt_slot *s)
+{
+    if (s->st)
+        mysql_stmt_close(s->st);
+    free(s->sql);
+    memset(s, 0, sizeof *s);
+}
+
+void pdns_rectify_stmts_clear(struct pdns_rectify_stmts *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < STMT_SLOTS; i++)
+        slot_close(&s->slot[i]);
+    s->collation[0] = '\0';
+}
+
+void pdns_rectify_stmts_free(struct pdns_rectify_stmts *s)
+{
+    pdns_rectify_stmts_clear(s);
+    free(s);
+}
+
+/* The kept statement for sql, prepared now when there is none. NULL with c->err filled. */
+static MYSQL_STMT *stmt_get(struct ctx *c, const char *sql, const char *what, csp_status *rc)
+{
+    struct pdns_rectify_stmts *k = c->stmts;
+    struct stmt_slot *lru = &k->slot[0];
+    for (size_t i = 0; i < STMT_SLOTS; i++) {
+        struct stmt_slot *s = &k->slot[i];
+        if (s->sql && !strcmp(s->sql, sql)) {
+            s->used = ++k->clock;
+            return s->st;
+        }
+        if (!s->sql || (lru->sql && s->used < lru->used))
+            lru = s;
+    }
+    slot_close(lru);
+    MYSQL_STMT *st = mysql_stmt_init(c->db);
+    char *copy = strdup(sql);
+    if (!st || !copy) {
+        if (st)
+            mysql_stmt_close(st);
+        free(copy);
+        *rc = fail(c, CSP_TRANSIENT, "out of memory while %s for zone %s", what, c->zone);
+        return NULL;
+    }
+    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql))) {
+        *rc = stmt_fail(c, st, what);
+        mysql_stmt_close(st);
+        free(copy);
+        return NULL;
+    }
+    *lru = (struct stmt_slot){copy, st, ++k->clock};
+    return st;
+}
+
+/* Done with st's result: ok keeps the statement for the next run; after a failure its state is
+ * unknown (a deadlock can be reported halfway through the rows), so it is closed. */
+static void stmt_done(struct ctx *c, MYSQL_STMT *st, int ok)
+{
+    for (size_t i = 0; i < STMT_SLOTS; i++) {
+        struct stmt_slot *s = &c->stmts->slot[i];
+        if (s->st != st)
+            continue;
+        if (ok)
+            mysql_stmt_free_result(st);
+        else
+            slot_close(s);
+        return;
+    }
+}
+
+/* Executes sql (a kept statement) with params; on CSP_OK *out holds the statement with its
+ * results stored, for stmt_done, or nothing is returned when out is NULL (writes). */
 static csp_status run(struct ctx *c, const char *sql, const struct prm *p, size_t np,
                       MYSQL_STMT **out, const char *what)
 {
@@ -131,14 +232,12 @@ static csp_status run(struct ctx *c, const char *sql, const struct prm *p, size_
 
     if (out)
         *out = NULL;
-    if ((np && (!b || !lens)) || !(st = mysql_stmt_init(c->db))) {
+    if (np && (!b || !lens)) {
         rc = fail(c, CSP_TRANSIENT, "out of memory while %s for zone %s", what, c->zone);
         goto done;
     }
-    if (mysql_stmt_prepare(st, sql, (unsigned long)strlen(sql))) {
-        rc = stmt_fail(c, st, what);
+    if (!(st = stmt_get(c, sql, what, &rc)))
         goto done;
-    }
     for (size_t i = 0; i < np; i++) {
         if (p[i].kind == P_STR) {
             lens[i] = (unsigned long)strlen(p[i].s);
@@ -156,15 +255,14 @@ static csp_status run(struct ctx *c, const char *sql, const struct prm *p, size_
     if ((np && mysql_stmt_bind_param(st, b)) || mysql_stmt_execute(st) ||
         (mysql_stmt_field_count(st) && mysql_stmt_store_result(st))) {
         rc = stmt_fail(c, st, what);
+        stmt_done(c, st, 0);
         goto done;
     }
-    if (out) {
+    if (out)
         *out = st;
-        st = NULL;
-    }
+    else
+        stmt_done(c, st, 1);
 done:
-    if (st)
-        mysql_stmt_close(st);
     free(b);
     free(lens);
     return rc;
@@ -392,7 +490,7 @@ static csp_status read_zone(struct ctx *c)
         else if (!strcmp(cols[0], "NSEC3NARROW") && !seen_narrow++)
             c->zi.narrow = !strcmp(v, "1");
     }
-    mysql_stmt_close(st);
+    stmt_done(c, st, r >= 0);
     if (r < 0)
         return rc;
     c->zi.mode = keys > 0 ? (param[0] ? MODE_NSEC3 : MODE_NSEC) : MODE_UNSIGNED;
@@ -434,6 +532,16 @@ static void lower(char *s)
         *s = (char)tolower((unsigned char)*s);
 }
 
+/* The number of rows a statement of k rows is padded to (repeating its last row) where repeats
+ * change nothing: a few sizes, so that a few kept statements serve every batch. */
+static size_t pad_rows(size_t k)
+{
+    size_t n = 4;
+    while (n < k && n < CHUNK)
+        n *= 4;
+    return n < CHUNK ? n : CHUNK;
+}
+
 /* Builds "<head> (?,?,...)<tail>" for k placeholders. */
 static char *in_list_sql(const char *head, size_t k, const char *sep, const char *tail)
 {
@@ -455,33 +563,107 @@ static int cmp_row(const void *a, const void *b)
                               : (x->id > y->id) - (x->id < y->id);
 }
 
-/* All enabled rows at the node names, in chunks of CHUNK names. */
+/* The collation of records.name, read once per connection: the names a statement joins with
+ * must carry it, or the (name, type) index cannot serve the join. */
+static csp_status name_collation(struct ctx *c)
+{
+    static const char sql[] =
+        "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+        "AND TABLE_NAME = 'records' AND COLUMN_NAME = 'name'";
+    const char *what = "reading the collation of records.name";
+    char *coll = c->stmts->collation, cols[1][FIELD_BUFSZ];
+    my_bool isnull[1];
+    MYSQL_STMT *st;
+    csp_status rc;
+    int r;
+
+    if (coll[0])
+        return CSP_OK;
+    if ((rc = run(c, sql, NULL, 0, &st, what)) != CSP_OK)
+        return rc;
+    r = fetch(c, st, cols, isnull, 1, what, &rc);
+    stmt_done(c, st, r >= 0);
+    if (r < 0)
+        return rc;
+    size_t len = r == 1 && !isnull[0] ? strlen(cols[0]) : 0;
+    int ok = len > 0 && len < sizeof c->stmts->collation;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)cols[0][i]) || cols[0][i] == '_';
+    if (!ok)
+        return fail(c, CSP_PERMANENT,
+                    "cannot read the collation of records.name: load PowerDNS's schema.mysql.sql "
+                    "(4.x) into the database");
+    memcpy(coll, cols[0], len + 1);
+    return CSP_OK;
+}
+
+/* Sorts the rows read, drops repeats (a row joined with two names that its collation holds
+ * equal) and sets the node flags from them. */
+static void index_rows(struct ctx *c)
+{
+    size_t u = 0;
+    if (c->nr)
+        qsort(c->rows, c->nr, sizeof *c->rows, cmp_row);
+    for (size_t j = 0; j < c->nr; j++)
+        if (!u || c->rows[u - 1].id != c->rows[j].id || c->rows[u - 1].node != c->rows[j].node)
+            c->rows[u++] = c->rows[j];
+    c->nr = u;
+    for (size_t j = c->nr; j-- > 0;) {
+        const struct row *w = &c->rows[j];
+        struct node *n = &c->nodes[w->node];
+        n->r0 = j;
+        n->rn++;
+        if (w->type_null) {
+            n->ent_rows++;
+            continue;
+        }
+        n->real = 1;
+        if (!strcasecmp(w->type, "NS"))
+            n->has_ns |= !n->apex;
+        else
+            n->has_non_ns = 1;
+        n->has_ds |= !strcasecmp(w->type, "DS");
+    }
+    for (size_t i = 0; i < c->nn; i++)
+        c->any_ns |= c->nodes[i].has_ns;
+}
+
+/* All enabled rows at the node names, CHUNK names a statement. The names come as one JSON
+ * array, so the statement's text never changes and one kept statement serves every batch;
+ * joined through the (name, type) index, that is also about half the server time of an IN
+ * list (whose range analysis costs per value). */
 static csp_status read_rows(struct ctx *c)
 {
     const char *what = "reading the rows at the changed names and their ancestors";
-    for (size_t base = 0; base < c->nn; base += CHUNK) {
+    char sql[512];
+    textbuf js = TEXTBUF_INIT;
+    csp_status rc = name_collation(c);
+
+    if (rc != CSP_OK)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "SELECT r.id, r.name, r.type, r.ordername, r.auth FROM JSON_TABLE(?, '$[*]' COLUMNS "
+             "(n VARCHAR(255) COLLATE %s PATH '$')) j STRAIGHT_JOIN records r FORCE INDEX "
+             "(nametype_index) ON r.name = j.n WHERE r.domain_id = ? AND r.disabled = 0",
+             c->stmts->collation);
+    for (size_t base = 0; base < c->nn && rc == CSP_OK; base += CHUNK) {
         size_t k = c->nn - base < CHUNK ? c->nn - base : CHUNK;
-        /* Without the hint MariaDB reads the whole zone through the domain_id index. */
-        char *sql = in_list_sql("SELECT id, name, type, ordername, auth FROM records FORCE INDEX "
-                                "(nametype_index) WHERE domain_id = ? AND disabled = 0 AND name "
-                                "IN (?",
-                                k, ",?", ")");
-        struct prm *p = calloc(k + 1, sizeof *p);
-        MYSQL_STMT *st = NULL;
-        csp_status rc = CSP_OK;
-        if (!sql || !p) {
-            free(sql);
-            free(p);
-            return fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+        int oom = 0;
+        textbuf_reset(&js);
+        oom |= textbuf_putc(&js, '[');
+        for (size_t i = 0; i < k; i++) {
+            const char *name = c->nodes[base + i].name;
+            oom |= (i && textbuf_putc(&js, ',')) || json_write_string(&js, name, strlen(name));
         }
-        p[0] = (struct prm){P_INT, NULL, c->domain_id};
-        for (size_t i = 0; i < k; i++)
-            p[i + 1] = (struct prm){P_STR, c->nodes[base + i].name, 0};
-        rc = run(c, sql, p, k + 1, &st, what);
-        free(sql);
-        free(p);
-        if (rc != CSP_OK)
-            return rc;
+        oom |= textbuf_putc(&js, ']');
+        if (oom) {
+            rc = fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+            break;
+        }
+        struct prm p[2] = {{P_STR, textbuf_str(&js), 0}, {P_INT, NULL, c->domain_id}};
+        MYSQL_STMT *st = NULL;
+        if ((rc = run(c, sql, p, 2, &st, what)) != CSP_OK)
+            break;
         char cols[5][FIELD_BUFSZ];
         my_bool isnull[5];
         int r;
@@ -496,34 +678,18 @@ static csp_status read_rows(struct ctx *c)
             w.ord_null = isnull[3];
             copy(w.ord, sizeof w.ord, isnull[3] ? "" : cols[3]);
             w.auth = !isnull[4] && atoi(cols[4]) != 0;
-            if (w.type_null) {
-                n->ent_rows++;
-            } else {
-                n->real = 1;
-                if (!strcasecmp(w.type, "NS"))
-                    n->has_ns |= !n->apex;
-                else
-                    n->has_non_ns = 1;
-                n->has_ds |= !strcasecmp(w.type, "DS");
-            }
             if (add_row(c, &w)) {
-                mysql_stmt_close(st);
-                return fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+                rc = fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+                r = -1;
+                break;
             }
         }
-        mysql_stmt_close(st);
-        if (r < 0)
-            return rc;
+        stmt_done(c, st, r >= 0);
     }
-    if (c->nr)
-        qsort(c->rows, c->nr, sizeof *c->rows, cmp_row);
-    for (size_t j = c->nr; j-- > 0;) {
-        c->nodes[c->rows[j].node].r0 = j;
-        c->nodes[c->rows[j].node].rn++;
-    }
-    for (size_t i = 0; i < c->nn; i++)
-        c->any_ns |= c->nodes[i].has_ns;
-    return CSP_OK;
+    textbuf_free(&js);
+    if (rc == CSP_OK)
+        index_rows(c);
+    return rc;
 }
 
 /* ---- empty non-terminals ------------------------------------------------------------------- */
@@ -666,7 +832,7 @@ static csp_status scan_rows(struct ctx *c, const char *filter, const struct prm 
         note_descendant(c, fd[i].name, fd[i].type);
 done:
     if (st)
-        mysql_stmt_close(st);
+        stmt_done(c, st, rc == CSP_OK);
     free(sql);
     free(fd);
     return rc;
@@ -748,7 +914,7 @@ static csp_status scan_descendants(struct ctx *c)
     }
 done:
     if (st)
-        mysql_stmt_close(st);
+        stmt_done(c, st, rc == CSP_OK);
     free(sql);
     free(filter);
     free(p);
@@ -819,19 +985,22 @@ static csp_status insert_ent(struct ctx *c, const struct node *n, const char *or
 typedef void (*fill_rows_fn)(const struct ctx *c, size_t base, size_t k, struct prm *p);
 
 /* Runs one statement per CHUNK of n rows: head, then more for every row after the first, then
- * tail (in_list_sql), with per_row parameters a row and lead before them. */
+ * tail (in_list_sql), with per_row parameters a row and lead before them. With pad (for
+ * statements a repeated row does not change) the rows are padded as pad_rows says. */
 static csp_status run_chunked(struct ctx *c, size_t n, const char *head, const char *more,
-                              const char *tail, size_t lead, size_t per_row, fill_rows_fn fill,
-                              const char *what)
+                              const char *tail, size_t lead, size_t per_row, int pad,
+                              fill_rows_fn fill, const char *what)
 {
     csp_status rc = CSP_OK;
     for (size_t base = 0; base < n && rc == CSP_OK; base += CHUNK) {
-        size_t k = n - base < CHUNK ? n - base : CHUNK;
-        char *sql = in_list_sql(head, k, more, tail);
-        struct prm *p = calloc(lead + per_row * k, sizeof *p);
+        size_t k = n - base < CHUNK ? n - base : CHUNK, kp = pad ? pad_rows(k) : k;
+        char *sql = in_list_sql(head, kp, more, tail);
+        struct prm *p = calloc(lead + per_row * kp, sizeof *p);
         if (sql && p) {
             fill(c, base, k, p);
-            rc = run(c, sql, p, lead + per_row * k, NULL, what);
+            for (size_t i = k; i < kp; i++)
+                memcpy(p + lead + per_row * i, p + lead + per_row * (k - 1), per_row * sizeof *p);
+            rc = run(c, sql, p, lead + per_row * kp, NULL, what);
         } else {
             rc = fail(c, CSP_TRANSIENT, "out of memory %s", what);
         }
@@ -877,17 +1046,17 @@ static csp_status flush(struct ctx *c)
     csp_status rc = run_chunked(c, c->ndel,
                                 "DELETE FROM records WHERE domain_id = ? AND type IS NULL AND "
                                 "name IN (?",
-                                ",?", ")", 1, 1, fill_deletes, "deleting empty non-terminals");
+                                ",?", ")", 1, 1, 1, fill_deletes, "deleting empty non-terminals");
     if (rc == CSP_OK)
         rc = run_chunked(c, c->nu, "UPDATE records r JOIN (SELECT ? AS id, ? AS o, ? AS a",
                          " UNION ALL SELECT ?, ?, ?",
-                         ") v ON r.id = v.id SET r.ordername = v.o, r.auth = v.a", 0, 3,
+                         ") v ON r.id = v.id SET r.ordername = v.o, r.auth = v.a", 0, 3, 0,
                          fill_updates, "setting ordername and auth");
     if (rc == CSP_OK)
         rc = run_chunked(c, c->nins,
                          "INSERT INTO records (type, domain_id, disabled, name, ordername, auth, "
                          "content, ttl, prio) VALUES (NULL, ?, 0, ?, ?, ?, NULL, NULL, NULL",
-                         "), (NULL, ?, 0, ?, ?, ?, NULL, NULL, NULL", ")", 0, 4, fill_inserts,
+                         "), (NULL, ?, 0, ?, ?, ?, NULL, NULL, NULL", ")", 0, 4, 0, fill_inserts,
                          "inserting empty non-terminals");
     return rc;
 }
@@ -1001,12 +1170,18 @@ static csp_status report_ents(struct ctx *c, pdns_rectify_ent_fn on_ent, void *u
     return CSP_OK;
 }
 
-csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
-                              const char *const *names, size_t n, pdns_rectify_ent_fn on_ent,
-                              void *ud, char *err, size_t errlen)
+csp_status pdns_rectify_names(MYSQL *db, struct pdns_rectify_stmts *stmts, long long domain_id,
+                              const char *zone, const char *const *names, size_t n,
+                              pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
 {
     char z[NAME_BUFSZ];
-    struct ctx c = {.db = db, .domain_id = domain_id, .zone = z, .err = err, .errlen = errlen};
+    struct pdns_rectify_stmts own = {0};
+    struct ctx c = {.db = db,
+                    .stmts = stmts ? stmts : &own,
+                    .domain_id = domain_id,
+                    .zone = z,
+                    .err = err,
+                    .errlen = errlen};
     csp_status rc;
 
     if (err && errlen)
@@ -1046,6 +1221,7 @@ csp_status pdns_rectify_names(MYSQL *db, long long domain_id, const char *zone,
     if (rc == CSP_OK)
         rc = report_ents(&c, on_ent, ud);
 done:
+    pdns_rectify_stmts_clear(&own);
     free(c.upd);
     free(c.del);
     free(c.ins);

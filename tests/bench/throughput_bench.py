@@ -120,6 +120,15 @@ class Metrics:
                 n += int(float(line.rsplit(" ", 1)[1]))
         return n
 
+    def transactions(self):
+        """(count, seconds) of the writer's batch transactions so far."""
+        got = {}
+        for line in self.text().splitlines():
+            for k in ("sum", "count"):
+                if line.startswith(f"cspdns_db_transaction_duration_seconds_{k} "):
+                    got[k] = float(line.rsplit(" ", 1)[1])
+        return int(got.get("count", 0)), got.get("sum", 0.0)
+
 
 # ---------------------------------------------------------------- events
 
@@ -284,6 +293,7 @@ class Bench:
         peak = self.wait_applied(m, n, 120)
         wall = time.monotonic() - w0
         cpu = {k: round(cpu_s(p) - cpu0[k], 2) for k, p in pids.items()}
+        ntxn, txn_s = m.transactions()
         if perf:
             perf.send_signal(2)
             perf.wait(120)
@@ -307,12 +317,16 @@ class Bench:
                                "rows": rows, "rows_per_s": round(rows / span) if span else None,
                                "rss_peak_mb": round(max(peak, hwm) / 1024, 1),
                                "timing": timing,
-                               "cpu_seconds": cpu, "wall_seconds": round(wall, 2)}
+                               "cpu_seconds": cpu, "wall_seconds": round(wall, 2),
+                               "transactions": ntxn, "transaction_seconds": round(txn_s, 3)}
         print(f"backlog: {n} events applied in {span:.2f}s = {eps:.0f} events/s "
               f"({rows} records rows, {rows / span:.0f} rows/s); peak RSS "
               f"{max(peak, hwm) / 1024:.1f} MB", flush=True)
         print(f"backlog: CPU seconds over {wall:.1f}s from start to the last applied: " +
               ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()), flush=True)
+        # The writer's share alone: steadier than events/s for changes to the database path.
+        print(f"backlog: {ntxn} batch transactions took {txn_s:.2f}s in all "
+              f"({1000 * txn_s / max(ntxn, 1):.1f} ms each)", flush=True)
         if not self.args.skip_raw:
             self.raw_ceiling()
 

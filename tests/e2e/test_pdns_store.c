@@ -32,7 +32,7 @@ struct ctx {
     struct pdns_store *st;
     char p[16]; /* random prefix of every zone and VM id of this run */
     struct zone fwd, sub, nosoa, r24, r16, r6;
-    struct zone extra[4]; /* zones single tests create (equivalence worlds, a late zone) */
+    struct zone extra[8]; /* zones single tests create (equivalence worlds, a late zone, SOAs) */
     size_t nextra;
     unsigned o1, o2, o3, o3b; /* IPv4 o1.o2.o3.* lies in r24, o1.o2.o3b.* only in r16 */
     unsigned char v6[16];     /* fdXX:XXXX:XXXX::/48 is r6 */
@@ -1158,6 +1158,72 @@ static void test_new_zone(struct ctx *t)
     CHECK_INT(apply(t, vm, NULL, &x), CSP_OK);
 }
 
+/* The serial of the SOA row of z that comes first (first == 1) or second by id. */
+static long long nth_serial(struct ctx *t, const struct zone *z, int first)
+{
+    char v[1024];
+    long long serial = -1;
+    if (e2e_sql_first(t->db, v, sizeof v,
+                      "SELECT content FROM records WHERE domain_id = %lld AND type = 'SOA' "
+                      "ORDER BY id LIMIT %d, 1",
+                      z->id, first ? 0 : 1))
+        sscanf(v, "%*s %*s %lld", &serial);
+    return serial;
+}
+
+/* Every zone a transaction touched has its SOA bumped at commit, in one read and one write for
+ * the zones in memory, by id for one deleted from domains meanwhile; two SOA rows: the first by
+ * id moves; content that is no SOA: left alone. */
+static void test_soa_kinds(struct ctx *t)
+{
+    struct zone *two = extra_zone(t, "-soa2.test", "10"), *bad = extra_zone(t, "-soabad.test", "7"),
+                *gone = extra_zone(t, "-gone.test", "20");
+    char vm[3][64], name[3][256], err[512];
+    struct rset s[3] = {{.n = 0}, {.n = 0}, {.n = 0}};
+    struct dns_record recs[3][MAX_RECS];
+    struct pdns_apply_stats x;
+
+    printf("  SOA serials of several zones in one commit\n");
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+            "VALUES (%lld, '%s', 'SOA', 'ns1.%s hostmaster.%s 50 10800 3600 604800 60', 3600, 0, "
+            "0, 1)",
+            two->id, two->name, two->name, two->name);
+    E2E_SQL(t->db,
+            "UPDATE records SET content = 'not an soa' WHERE domain_id = %lld AND type = "
+            "'SOA'",
+            bad->id);
+    const struct zone *zs[] = {two, bad, gone};
+    for (int i = 0; i < 3; i++) {
+        snprintf(vm[i], sizeof vm[i], "%s-soa%d", t->p, i);
+        snprintf(name[i], sizeof name[i], "vm.%s", zs[i]->name);
+        add(&s[i], DNS_RR_A, name[i], "10.6.0.1", 60);
+    }
+    CHECK_INT(apply(t, vm[2], &s[2], &x), CSP_OK);
+    CHECK_INT(serial(t, gone), 21);
+    /* The zone leaves domains, its rows stay: the VM's removal still bumps it. */
+    E2E_SQL(t->db, "DELETE FROM domains WHERE id = %lld", gone->id);
+    struct pdns_vm_records vms[3];
+    for (int i = 0; i < 3; i++)
+        vms[i] = (struct pdns_vm_records){
+            .vm_id = vm[i], .recs = recs[i], .n = i < 2 ? prepare(&s[i], recs[i]) : 0};
+    memset(&x, 0, sizeof x);
+    CHECK_INT(pdns_store_apply_many_txn(t->st, vms, 3, &x, err, sizeof err), CSP_OK);
+    CHECK_INT(vms[0].stats.added + vms[1].stats.added, 2);
+    CHECK_INT(vms[2].stats.removed, 1);
+    CHECK_INT(x.zones_bumped, 2);
+    CHECK_INT(nth_serial(t, two, 1), 11);
+    CHECK_INT(nth_serial(t, two, 0), 50);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND type = 'SOA' "
+                          "AND content = 'not an soa'",
+                          bad->id),
+              1);
+    CHECK_INT(serial(t, gone), 22);
+    for (int i = 0; i < 2; i++)
+        CHECK_INT(apply(t, vm[i], NULL, &x), CSP_OK);
+}
+
 #define BIG 1000
 
 /* 1000 VMs with an A, an AAAA and a PTR each. */
@@ -1400,6 +1466,7 @@ int main(void)
     test_store(&t);
     test_changed_names(&t);
     test_new_zone(&t);
+    test_soa_kinds(&t);
     test_batch_refusals(&t);
     test_kill_mid_batch(&t);
     test_ping(&t);
