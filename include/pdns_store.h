@@ -79,12 +79,20 @@ struct pdns_vm_records {
 csp_status pdns_store_apply_many(struct pdns_store *st, struct pdns_vm_records *vms, size_t n,
                                  char *err, size_t errlen);
 
-/* After a successful pdns_store_commit: every owner name whose records rows the transaction
- * inserted, deleted or changed (empty non-terminals included: their answers change between
- * NXDOMAIN and NODATA), plus the apex of every zone whose SOA it bumped, as
- * absolute names with the trailing dot ("web1.example.com.") in no particular order, each
- * once. Owned by the store, valid until the next pdns_store_begin. Returns the count. */
-size_t pdns_store_changed_names(const struct pdns_store *st, const char *const **names);
+/* One zone's part of a commit: names are absolute with the trailing dot ("web1.example.com."). */
+struct pdns_changed_zone {
+    const char *apex;         /* "example.com." when its SOA was bumped, else NULL */
+    const char *const *names; /* the zone's changed owner names (not the apex when it is set) */
+    size_t n;
+};
+
+/* After a successful pdns_store_commit: every zone whose SOA it bumped or whose records rows it
+ * inserted, deleted or changed, each once (in no particular order), with every owner name behind
+ * those changes (empty
+ * non-terminals included: their answers change between NXDOMAIN and NODATA), each once. Owned by
+ * the store, valid until the next pdns_store_begin. Returns the number of zones. */
+size_t pdns_store_changed_zones(const struct pdns_store *st,
+                                const struct pdns_changed_zone **zones);
 
 /* Bumps the SOA serial of every zone touched since begin (row locked; YYYYMMDDnn serials move to
  * today's date or the next revision, others +1) and commits. */

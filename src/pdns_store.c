@@ -173,12 +173,15 @@ struct pdns_store {
     long long *zones;
     size_t nzones, zones_cap;
     /* The owner names behind those changes (for DNSSEC rectification and cache purges), each
-     * (zone, name) once; after commit, changed_out lists them as absolute names. */
+     * (zone, name) once; after commit, changed_out holds them as absolute names, zone by zone,
+     * and zones_out says where each bumped zone's run starts. */
     struct changed *chg;
     size_t nchg, chg_cap;
     struct strmap *chg_seen;
     char **changed_out;
     size_t nchanged_out;
+    struct pdns_changed_zone *zones_out;
+    size_t nzones_out;
     /* `domains` in memory: zv sorted by id, zmap from name to its entry. zsig is the table's
      * (count, max id, checksum) when it was read; checked once per transaction (zchecked). */
     struct zone *zv;
@@ -449,6 +452,9 @@ static void changed_out_free(struct pdns_store *st)
     free(st->changed_out);
     st->changed_out = NULL;
     st->nchanged_out = 0;
+    free(st->zones_out);
+    st->zones_out = NULL;
+    st->nzones_out = 0;
 }
 
 static void db_close(struct pdns_store *st)
@@ -910,7 +916,7 @@ void pdns_store_rollback(struct pdns_store *st)
     changes_reset(st);
 }
 
-/* Notes name in zone domain_id for pdns_store_changed_names (and the rectify, when noted before
+/* Notes name in zone domain_id for pdns_store_changed_zones (and the rectify, when noted before
  * it). Returns 0, or -1 when memory ran out. */
 static int note_name(struct pdns_store *st, long long domain_id, const char *name)
 {
@@ -939,7 +945,7 @@ static int note_name(struct pdns_store *st, long long domain_id, const char *nam
 }
 
 /* Notes that name in zone domain_id changed: its SOA is bumped at commit, and the name is
- * rectified and reported by pdns_store_changed_names. */
+ * rectified and reported by pdns_store_changed_zones. */
 static csp_status touch(struct pdns_store *st, long long domain_id, const char *name, char *err,
                         size_t errlen)
 {
@@ -2225,51 +2231,73 @@ static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
     return rc;
 }
 
-/* After commit: the changed names and the apexes of the bumped zones, absolute, each once. */
+/* Appends "name." to changed_out. Returns 0, or -1 when memory ran out. */
+static int changed_out_add(struct pdns_store *st, const char *name)
+{
+    size_t len = strlen(name);
+    char *abs = malloc(len + 2);
+    if (!abs)
+        return -1;
+    memcpy(abs, name, len);
+    memcpy(abs + len, ".", 2);
+    st->changed_out[st->nchanged_out++] = abs;
+    return 0;
+}
+
+/* Adds id to ids[0..*n) unless it is there. */
+static void id_add(long long *ids, size_t *n, long long id)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (ids[i] == id)
+            return;
+    ids[(*n)++] = id;
+}
+
+/* After commit: zone by zone (each zone with changed names or a bumped SOA), its apex when its
+ * SOA was bumped and then its changed names (the apex not again), absolute. note_name keeps
+ * (zone, name) pairs unique, and a name lies in one zone. */
 static int changed_out_build(struct pdns_store *st, const long long *bumped, size_t nbumped)
 {
-    struct strmap *seen = NULL;
-    size_t total = st->nchg + nbumped;
-    int rc = 0;
-
+    size_t nids = 0;
+    long long *ids = malloc((st->nchg + nbumped + 1) * sizeof *ids);
     changed_out_free(st);
-    st->changed_out = calloc(total ? total : 1, sizeof *st->changed_out);
-    if (!st->changed_out || strmap_new(&seen)) {
-        free(st->changed_out);
-        st->changed_out = NULL;
+    st->changed_out = calloc(st->nchg + nbumped + 1, sizeof *st->changed_out);
+    st->zones_out = calloc(st->nchg + nbumped + 1, sizeof *st->zones_out);
+    if (!ids || !st->changed_out || !st->zones_out) {
+        free(ids);
         return -1;
     }
-    for (size_t i = 0; i < total && rc == 0; i++) {
-        const char *name = NULL;
-        char abs[DNS_NAME_BUFSZ + 2];
-        if (i < st->nchg) {
-            name = st->chg[i].name;
-        } else {
-            const struct zone *z = zone_by_id(st, bumped[i - st->nchg]);
-            name = z ? z->name : NULL;
-        }
-        if (!name)
-            continue;
-        snprintf(abs, sizeof abs, "%s.", name);
-        int added = strmap_add(seen, abs, NULL);
-        if (added < 0)
-            rc = -1;
-        if (added != 1)
-            continue;
-        st->changed_out[st->nchanged_out] = strdup(abs);
-        if (!st->changed_out[st->nchanged_out])
-            rc = -1;
-        else
-            st->nchanged_out++;
+    for (size_t i = 0; i < st->nchg; i++)
+        id_add(ids, &nids, st->chg[i].domain_id);
+    for (size_t z = 0; z < nbumped; z++)
+        id_add(ids, &nids, bumped[z]);
+    int rc = 0;
+    for (size_t z = 0; z < nids && rc == 0; z++) {
+        const struct zone *zone = NULL;
+        for (size_t b = 0; b < nbumped && !zone; b++)
+            if (bumped[b] == ids[z])
+                zone = zone_by_id(st, ids[z]);
+        size_t first = st->nchanged_out;
+        if (zone)
+            rc = changed_out_add(st, zone->name);
+        for (size_t i = 0; i < st->nchg && rc == 0; i++)
+            if (st->chg[i].domain_id == ids[z] && !(zone && !strcmp(st->chg[i].name, zone->name)))
+                rc = changed_out_add(st, st->chg[i].name);
+        size_t names = first + (zone ? 1 : 0);
+        st->zones_out[st->nzones_out++] = (struct pdns_changed_zone){
+            .apex = zone ? st->changed_out[first] : NULL,
+            .names = (const char *const *)st->changed_out + names,
+            .n = st->nchanged_out - names,
+        };
     }
-    strmap_free(seen, NULL);
+    free(ids);
     return rc;
 }
 
-size_t pdns_store_changed_names(const struct pdns_store *st, const char *const **names)
+size_t pdns_store_changed_zones(const struct pdns_store *st, const struct pdns_changed_zone **zones)
 {
-    *names = (const char *const *)st->changed_out;
-    return st->nchanged_out;
+    *zones = st->zones_out;
+    return st->nzones_out;
 }
 
 csp_status pdns_store_commit(struct pdns_store *st, struct pdns_apply_stats *stats, char *err,

@@ -12,6 +12,7 @@ without the API, the cached NXDOMAIN is still served seconds after the records a
 database. Must not: write records itself, or purge the cache itself before the no-API check is
 done.
 """
+import re
 import subprocess
 import sys
 import time
@@ -149,6 +150,52 @@ def with_api_new_empty_non_terminal_answers_at_once():
     st.stop_daemon()
 
 
+def with_api_large_commit_flushes_apexes_and_answers_at_once():
+    """A backlog's commit changes dozens of names in one zone: cs-pdns then flushes the zone's apex
+    only, one request instead of one per name. This PowerDNS flushes everything below a name it
+    is asked to flush, so each new name still answers within a second."""
+    p = pdns["p"]
+    if st.daemon:
+        st.stop_daemon()
+    # 60 VMs on 3 partitions: even a batch of one partition's events has more than 16 names in
+    # each zone, the most that are still flushed one by one.
+    vms = [(f"bulk-{i:02d}", f"10.{w.n}.1.{100 + i}") for i in range(60)]
+    primed = prime_cached(*vms[0])
+    for name, ip in vms[1:]:
+        prime(name, ip)
+    for name, ip in vms:
+        w.deploy(name, ipaddress=ip)
+    st.start_daemon(PDNS_API_URL=p.api_url, PDNS_API_KEY=p.api_key, LOG_LEVEL="debug")
+    wait_until("every VM's rows in the database",
+               lambda: all(rows_written(name, ip) for name, ip in vms), 30, interval=0.05)
+    seen = time.time()
+    for name, ip in vms:
+        time_to_answer(f"{name}'s A from the caching PowerDNS",
+                       lambda: p.query(fqdn(name)) == ("NOERROR", [ip]))
+        time_to_answer(f"{name}'s PTR from the caching PowerDNS",
+                       lambda: p.query(ptr_name(ip), "PTR") == ("NOERROR", [fqdn(name) + "."]))
+    t = time.time() - seen
+    # Unpurged, the NXDOMAIN answers primed first would be served for 20 s after priming.
+    assert time.time() - primed < 20, \
+        f"{time.time() - primed:.1f}s passed since priming: the check would mean nothing"
+    # The purge after a commit whose zones were flushed at their apexes only: a request per zone
+    # (and per name of any small zone), never one per name of the large ones.
+    apex_only, commits = False, []
+    for line in st.log_text().splitlines():
+        if "mod=pdns_api" in line and "flushing the apex only" in line:
+            apex_only = True
+        m = re.search(r"mod=pdns_api .*purged=\d+ of=(\d+)", line)
+        if m and apex_only:
+            commits.append(int(m.group(1)))
+            apex_only = False
+    assert commits, "no commit was large enough to flush its zones' apexes only"
+    assert max(commits) <= 16, f"purge requests of the apex-only commits: {commits}"
+    requests = commits
+    print(f"  60 VMs: commits flushed at their apexes took {requests} purge requests; all 120 "
+          f"names answered within {t:.2f}s of their rows being seen in the database")
+    st.stop_daemon()
+
+
 def resync_purges_what_it_wrote():
     """`cs-pdns resync` (no daemon) writes a VM that appeared without an event: it must purge
     the names it wrote before it returns."""
@@ -216,6 +263,8 @@ def main():
                 with_api_new_and_removed_vm_answer_at_once)
         r.check("with the API, a new empty non-terminal answers within 1 s",
                 with_api_new_empty_non_terminal_answers_at_once)
+        r.check("with the API, a large commit flushes apexes only and answers within 1 s",
+                with_api_large_commit_flushes_apexes_and_answers_at_once)
         r.check("`cs-pdns resync` with the API: what it wrote answers within 1 s",
                 resync_purges_what_it_wrote)
         if r.failed:

@@ -937,6 +937,45 @@ static int stats_equal(const struct pdns_apply_stats *a, const struct pdns_apply
            !memcmp(a->by_type, b->by_type, sizeof a->by_type);
 }
 
+/* pdns_store_changed_zones flattened, each zone's apex (when set) before its names. The array
+ * is this function's, valid until its next call. */
+static size_t changed_names(const struct pdns_store *st, const char *const **out)
+{
+    static const char **flat;
+    static size_t cap;
+    const struct pdns_changed_zone *z;
+    size_t nz = pdns_store_changed_zones(st, &z), n = 0, need = 0;
+    for (size_t i = 0; i < nz; i++)
+        need += 1 + z[i].n;
+    if (need > cap) {
+        free(flat);
+        cap = need;
+        if (!(flat = malloc(cap * sizeof *flat)))
+            e2e_die("out of memory");
+    }
+    for (size_t i = 0; i < nz; i++) {
+        if (z[i].apex)
+            flat[n++] = z[i].apex;
+        for (size_t k = 0; k < z[i].n; k++)
+            flat[n++] = z[i].names[k];
+    }
+    *out = flat;
+    return n;
+}
+
+/* The apex of the zone pdns_store_changed_zones lists name under: "" for a zone without one,
+ * "(not listed)" when name is not among any zone's names. */
+static const char *changed_zone_of(const struct pdns_store *st, const char *name)
+{
+    const struct pdns_changed_zone *z;
+    size_t nz = pdns_store_changed_zones(st, &z);
+    for (size_t i = 0; i < nz; i++)
+        for (size_t k = 0; k < z[i].n; k++)
+            if (!strcmp(z[i].names[k], name))
+                return z[i].apex ? z[i].apex : "";
+    return "(not listed)";
+}
+
 static void test_equivalence(struct ctx *t)
 {
     struct world w[2];
@@ -1015,7 +1054,7 @@ static void test_equivalence(struct ctx *t)
         CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
         CHECK_INT(pdns_store_apply_many(t->st, batch, nb, err, sizeof err), CSP_OK);
         CHECK_INT(pdns_store_commit(t->st, &sa, err, sizeof err), CSP_OK);
-        nnames[0] = pdns_store_changed_names(t->st, &names);
+        nnames[0] = changed_names(t->st, &names);
 
         CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
         for (unsigned b = 0; b < nb; b++) {
@@ -1025,7 +1064,7 @@ static void test_equivalence(struct ctx *t)
                       CSP_OK);
         }
         CHECK_INT(pdns_store_commit(t->st, &sb, err, sizeof err), CSP_OK);
-        nnames[1] = pdns_store_changed_names(t->st, &names);
+        nnames[1] = changed_names(t->st, &names);
 
         for (unsigned b = 0; b < nb; b++) {
             if (!stats_equal(&batch[b].stats, &per[b])) {
@@ -1087,7 +1126,7 @@ static void test_changed_names(struct ctx *t)
     add(&s, DNS_RR_A, n3, "10.3.0.3", 60);
     add(&s, DNS_RR_A, n4, "10.3.0.4", 60);
     CHECK_INT(apply(t, vm, &s, &x), CSP_OK);
-    n = pdns_store_changed_names(t->st, &names);
+    n = changed_names(t->st, &names);
     CHECK_INT(n, 7); /* four names, the ENT above cn4, two apexes (nosoa has no SOA to bump) */
     snprintf(want, sizeof want, "%s.", ent);
     CHECK(has_name(names, n, want));
@@ -1101,13 +1140,29 @@ static void test_changed_names(struct ctx *t)
     CHECK(has_name(names, n, want));
     snprintf(want, sizeof want, "%s.", t->sub.name);
     CHECK(has_name(names, n, want));
+    /* Each name under its own zone; nosoa's without an apex, as its SOA was not bumped. */
+    char apex[300];
+    snprintf(apex, sizeof apex, "%s.", t->fwd.name);
+    snprintf(want, sizeof want, "%s.", n1);
+    CHECK_STR(changed_zone_of(t->st, want), apex);
+    snprintf(want, sizeof want, "%s.", ent);
+    CHECK_STR(changed_zone_of(t->st, want), apex);
+    snprintf(want, sizeof want, "%s.", n4);
+    CHECK_STR(changed_zone_of(t->st, want), apex);
+    snprintf(apex, sizeof apex, "%s.", t->sub.name);
+    snprintf(want, sizeof want, "%s.", n2);
+    CHECK_STR(changed_zone_of(t->st, want), apex);
+    snprintf(want, sizeof want, "%s.", n3);
+    CHECK_STR(changed_zone_of(t->st, want), "");
+    snprintf(want, sizeof want, "%s.", t->fwd.name);
+    CHECK_STR(changed_zone_of(t->st, want), "(not listed)"); /* an apex is not among its names */
 
     CHECK_INT(apply(t, vm, &s, &x), CSP_OK);
-    CHECK_INT(pdns_store_changed_names(t->st, &names), 0);
+    CHECK_INT(changed_names(t->st, &names), 0);
 
     set_ttl(&s, n2, "10.3.0.2", 120);
     CHECK_INT(apply(t, vm, &s, &x), CSP_OK);
-    n = pdns_store_changed_names(t->st, &names);
+    n = changed_names(t->st, &names);
     CHECK_INT(n, 2);
     snprintf(want, sizeof want, "%s.", n2);
     CHECK(has_name(names, n, want));
@@ -1116,14 +1171,14 @@ static void test_changed_names(struct ctx *t)
 
     CHECK_INT(apply(t, vm, NULL, &x), CSP_OK);
     CHECK_INT(x.removed, 4);
-    n = pdns_store_changed_names(t->st, &names);
+    n = changed_names(t->st, &names);
     CHECK_INT(n, 7); /* the ENT went with cn4 */
     snprintf(want, sizeof want, "%s.", ent);
     CHECK(has_name(names, n, want));
     /* A new transaction forgets them. */
     char err[512];
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
-    CHECK_INT(pdns_store_changed_names(t->st, &names), 0);
+    CHECK_INT(changed_names(t->st, &names), 0);
     pdns_store_rollback(t->st);
 }
 
@@ -1279,7 +1334,7 @@ static void test_big_batch(struct ctx *t)
         added += vms[0][v].stats.added;
     CHECK_INT(added, 3 * BIG);
     /* Names, apexes, and the nibble ENTs the PTRs created in the ip6.arpa zone. */
-    CHECK_INT(pdns_store_changed_names(t->st, &names),
+    CHECK_INT(changed_names(t->st, &names),
               2 * BIG + 2 + (e2e_sql_int(t->db, count_ents, t->r6.id) - ents0));
     CHECK_INT(
         e2e_sql_int(t->db,
