@@ -237,42 +237,78 @@ static void publish_failures(struct pipeline *p)
  * name flushed. */
 #define PURGE_NAMES_PER_ZONE 16
 
-/* After a commit: PowerDNS's caches forget the names it changed, so they answer at once. The
- * records are committed either way, so a failed purge only delays them until the cache entries
- * expire: it is logged, never retried. The apexes go first: on a server that flushes below a
- * name they cover the whole commit. */
-static void purge_changed(struct pipeline *p)
+/* The names one commit's purge flushes, copied out of the store, whose list lasts only until
+ * the next transaction begins: one block, names[i] pointing into it. */
+struct purge_list {
+    const char **names;
+    size_t n;
+};
+
+static int purge_whole_zone(const struct pdns_changed_zone *z)
+{
+    return z->apex && z->n > PURGE_NAMES_PER_ZONE;
+}
+
+/* Copies name to *at as l's next name. */
+static void purge_add(struct purge_list *l, char **at, const char *name)
+{
+    size_t len = strlen(name) + 1;
+    memcpy(*at, name, len);
+    l->names[l->n++] = *at;
+    *at += len;
+}
+
+/* After a commit: which names PowerDNS's caches must forget so they answer at once. The apexes
+ * go first: on a server that flushes below a name they cover the whole commit. */
+static void purge_collect(struct pipeline *p, struct purge_list *l)
 {
     const struct pdns_changed_zone *zones;
-    char err[1024];
-    size_t nz = p->api ? pdns_store_changed_zones(p->store, &zones) : 0, total = 0;
-    for (size_t z = 0; z < nz; z++)
-        total += 1 + zones[z].n;
-    if (total == 0)
+    size_t nz = p->api ? pdns_store_changed_zones(p->store, &zones) : 0, n = 0, bytes = 0;
+    l->names = NULL;
+    l->n = 0;
+    for (size_t z = 0; z < nz; z++) {
+        int whole = purge_whole_zone(&zones[z]);
+        if (zones[z].apex) {
+            n++;
+            bytes += strlen(zones[z].apex) + 1;
+        }
+        if (whole)
+            log_msg(LOG_LVL_DEBUG, "pdns_api", "zone=%s names=%zu: flushing the apex only",
+                    zones[z].apex, zones[z].n);
+        for (size_t i = 0; i < zones[z].n && !whole; i++, n++)
+            bytes += strlen(zones[z].names[i]) + 1;
+    }
+    if (n == 0)
         return;
-    const char **names = malloc(total * sizeof *names);
-    if (!names) {
+    l->names = malloc(n * sizeof *l->names + bytes);
+    if (!l->names) {
         log_msg(LOG_LVL_WARN, "pdns_api",
                 "out of memory listing %zu names to purge; they answer with the new records once "
                 "their cache entries expire",
-                total);
+                n);
         return;
     }
-    size_t n = 0, purged = 0;
+    char *at = (char *)(l->names + n);
     for (size_t z = 0; z < nz; z++)
         if (zones[z].apex)
-            names[n++] = zones[z].apex;
-    for (size_t z = 0; z < nz; z++) {
-        if (zones[z].apex && zones[z].n > PURGE_NAMES_PER_ZONE) {
-            log_msg(LOG_LVL_DEBUG, "pdns_api", "zone=%s names=%zu: flushing the apex only",
-                    zones[z].apex, zones[z].n);
-            continue;
-        }
-        for (size_t i = 0; i < zones[z].n; i++)
-            names[n++] = zones[z].names[i];
-    }
-    csp_status st = pdns_api_purge(p->api, names, n, &purged, err, sizeof err);
-    free(names);
+            purge_add(l, &at, zones[z].apex);
+    for (size_t z = 0; z < nz; z++)
+        for (size_t i = 0; i < zones[z].n && !purge_whole_zone(&zones[z]); i++)
+            purge_add(l, &at, zones[z].names[i]);
+}
+
+/* Flushes l's names and frees l. The records are committed either way, so a failed purge only
+ * delays them until the cache entries expire: it is logged, never retried. */
+static void purge_send(struct pipeline *p, struct purge_list *l)
+{
+    char err[1024];
+    size_t purged = 0, n = l->n;
+    csp_status st = n ? pdns_api_purge(p->api, l->names, n, &purged, err, sizeof err) : CSP_OK;
+    free(l->names);
+    l->names = NULL;
+    l->n = 0;
+    if (n == 0)
+        return;
     metrics_add(p->metrics, METRIC_PDNS_CACHE_PURGES_TOTAL, (double)purged, "ok", NULL);
     metrics_add(p->metrics, METRIC_PDNS_CACHE_PURGES_TOTAL, (double)(n - purged), "failed", NULL);
     if (st != CSP_OK)
@@ -281,6 +317,14 @@ static void purge_changed(struct pipeline *p)
                 "records once their cache entries expire (check PDNS_API_URL and "
                 "PDNS_API_KEY): %s",
                 n - purged, n, err);
+}
+
+/* After a commit: PowerDNS's caches forget the names it changed, so they answer at once. */
+static void purge_changed(struct pipeline *p)
+{
+    struct purge_list l;
+    purge_collect(p, &l);
+    purge_send(p, &l);
 }
 
 /* Every database operation's outcome: what /readyz and cspdns_db_reachable report, and what
@@ -1321,6 +1365,8 @@ struct batch {
     size_t *order;
     struct pdns_vm_records *set;
     size_t nwrite;
+    int written;             /* its transaction committed */
+    struct purge_list purge; /* its commit's names, flushed by batch_finish_write */
 };
 
 static void batch_free(struct batch *b)
@@ -1590,8 +1636,10 @@ static void batch_clear(struct batch *b)
         free(b->vms[k].recs);
     }
     strmap_clear(b->vm_index, NULL);
+    free(b->purge.names);
+    b->purge = (struct purge_list){NULL, 0};
     b->n = b->nvms = b->nparts = b->nwrite = 0;
-    b->prepared = 0;
+    b->prepared = b->written = 0;
 }
 
 /* The batch is over: its offsets, retries and releases go to the consumer, and it is emptied. */
@@ -1632,29 +1680,24 @@ static void batch_drop(struct pipeline *p, struct batch *b, const int32_t *parti
     b->n = kept;
 }
 
-/* The write in flight, if any, is waited for and finished: log lines, cache purge, offsets,
- * retries. Partitions it cut are dropped from the batch being gathered. */
-static void batch_complete(struct pipeline *p)
+/* Waits for the write in flight, if any, and settles what the next write depends on: the
+ * partitions it cut are dropped from the batch being gathered, a change the database refused is
+ * found one VM per transaction, and the commit's names to purge are copied out of the store. The
+ * rest (batch_finish_write) can run while the next batch is written. Returns the batch, or NULL
+ * with no write in flight. */
+static struct batch *batch_settle(struct pipeline *p)
 {
     struct batch *b = p->writing;
     if (!b)
-        return;
+        return NULL;
     p->writing = NULL;
     csp_status st = store_writer_wait(p->writer, &p->write);
     note_db(p, st != CSP_TRANSIENT);
     metrics_observe(p->metrics, METRIC_DB_TRANSACTION_DURATION, p->write.ms / 1000.0, NULL);
     if (st == CSP_OK) {
         metrics_observe(p->metrics, METRIC_BATCH_VMS, (double)b->nwrite, NULL);
-        purge_changed(p);
-        for (size_t k = 0; k < b->nwrite; k++) {
-            struct batch_vm *bv = &b->vms[b->order[k]];
-            struct batch_item *it = &b->items[bv->last];
-            struct pos at = item_pos(it);
-            struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
-            bv->applied = 1;
-            bv->stats = b->set[k].stats;
-            note_applied(p, &c, it->ev.vm_id, bv->vm, bv->n, &bv->stats);
-        }
+        purge_collect(p, &b->purge);
+        b->written = 1;
     } else if (st == CSP_TRANSIENT) {
         /* Nothing of the batch was written: every partition comes again from its start. */
         log_msg(LOG_LVL_WARN, "store",
@@ -1675,13 +1718,38 @@ static void batch_complete(struct pipeline *p)
         if (bp->has_cut && (!bp->early || bp->cut < bp->early_cut))
             batch_drop(p, p->filling, &bp->partition, 1);
     }
+    return b;
+}
+
+/* A settled write's cache purge, log lines, offsets, retries and releases. */
+static void batch_finish_write(struct pipeline *p, struct batch *b)
+{
+    purge_send(p, &b->purge);
+    for (size_t k = 0; k < b->nwrite && b->written; k++) {
+        struct batch_vm *bv = &b->vms[b->order[k]];
+        struct batch_item *it = &b->items[bv->last];
+        struct pos at = item_pos(it);
+        struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
+        bv->applied = 1;
+        bv->stats = b->set[k].stats;
+        note_applied(p, &c, it->ev.vm_id, bv->vm, bv->n, &bv->stats);
+    }
     batch_done(p, b);
 }
 
-/* Hands the prepared batch to the writer thread (the write before it has completed); a batch
- * with nothing to write is finished at once. Offsets become committable only after its
+/* The write in flight, if any, is waited for and finished. */
+static void batch_complete(struct pipeline *p)
+{
+    struct batch *b = batch_settle(p);
+    if (b)
+        batch_finish_write(p, b);
+}
+
+/* Hands the prepared batch to the writer thread (the write before it, prev, has been settled),
+ * then finishes prev while the database works; a batch with nothing to write is finished at once,
+ * after prev, whose offsets come first. Offsets become committable only after the batch's
  * transaction committed. */
-static void batch_write_start(struct pipeline *p)
+static void batch_write_start(struct pipeline *p, struct batch *prev)
 {
     struct batch *b = p->filling;
     b->nwrite = batch_writes(b, b->order);
@@ -1700,11 +1768,15 @@ static void batch_write_start(struct pipeline *p)
         }
     p->filling = p->batches[p->filling == p->batches[0]];
     if (b->nwrite == 0) {
+        if (prev)
+            batch_finish_write(p, prev);
         batch_done(p, b);
         return;
     }
     store_writer_start(p->writer, &p->write, p->store, b->set, b->nwrite);
     p->writing = b;
+    if (prev)
+        batch_finish_write(p, prev);
 }
 
 /* The group takes partitions away: what was written from them is finished (and so committed
@@ -1831,8 +1903,7 @@ int pipeline_run(struct pipeline *p, char *err, size_t errlen)
         /* A fatal consumer error ends the run after the messages in hand were handled. */
         int fatal = batch_fill(p, b, err, errlen) != 0;
         batch_prepare(p, b);
-        batch_complete(p);
-        batch_write_start(p);
+        batch_write_start(p, batch_settle(p));
         if (fatal) {
             rc = PIPELINE_EXIT_RUNTIME;
             break;
