@@ -1378,6 +1378,7 @@ static void batch_free(struct batch *b)
     free(b->parts);
     free(b->order);
     free(b->set);
+    free(b->purge.names);
     strmap_free(b->vm_index, NULL);
     free(b);
 }
