@@ -498,7 +498,7 @@ static void new_ctx_metatable(lua_State *L)
 /* ---- vm and the owner objects, built field by field ---- */
 
 /* A VM as CloudStack lists it has some forty fields and nested objects, and most policies read
- * five of them: converting them all was a third of a call. So records() gets vm, ctx.account,
+ * five of them: converting them all was a fifth of a call. So records() gets vm, ctx.account,
  * ctx.domain and ctx.project as tables that convert a field on its first read and keep it with
  * rawset. What would tell them from plain tables is covered: pairs, next, rawget, getmetatable,
  * setmetatable and json.encode see the whole table (lazy_fill first), and a field the policy
@@ -518,14 +518,14 @@ static int lazy_root_of(lua_State *L, int idx)
 
 /* The JSON object behind root r of the running call; raises for a table from an earlier call.
  * [-0, +0, e] */
-static const json_value *lazy_source(lua_State *L, int idx, int r, const char *what)
+static const json_value *lazy_source(lua_State *L, int idx, int r)
 {
     struct policy *p = policy_of(L);
     if (!p->in || lua_topointer(L, idx) != p->lazy[r])
         luaL_error(L,
-                   "%s%s: %s is only available during the records() call that received it; keep "
+                   "%s: %s is only available during the records() call that received it; keep "
                    "the fields a later call needs (local name = vm.name), not the table",
-                   lazy_names[r], what, lazy_names[r]);
+                   lazy_names[r], lazy_names[r]);
     const json_value *roots[LAZY_ROOTS] = {p->in->vm, p->in->account, p->in->domain,
                                            p->in->project};
     return roots[r];
@@ -560,7 +560,7 @@ static const json_value *lazy_member(const json_value *o, const char *key, size_
 static void lazy_fill(lua_State *L, int idx, int r)
 {
     idx = lua_absindex(L, idx);
-    const json_value *o = lazy_source(L, idx, r, "");
+    const json_value *o = lazy_source(L, idx, r);
     struct policy *p = policy_of(L);
     lazy_push_done(L, r);
     int done = lua_gettop(L);
@@ -607,7 +607,7 @@ static int lazy_index(lua_State *L)
     }
     size_t len;
     const char *key = lua_tolstring(L, 2, &len);
-    const json_value *o = lazy_source(L, 1, r, "");
+    const json_value *o = lazy_source(L, 1, r);
     lazy_push_done(L, r); /* 3 */
     lua_pushvalue(L, 2);
     if (lua_rawget(L, 3) != LUA_TNIL) { /* read before, then removed by the policy */
