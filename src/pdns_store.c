@@ -174,7 +174,7 @@ struct pdns_store {
     size_t nzones, zones_cap;
     /* The owner names behind those changes (for DNSSEC rectification and cache purges), each
      * (zone, name) once; after commit, changed_out holds them as absolute names, zone by zone,
-     * and zones_out says where each bumped zone's run starts. */
+     * and zones_out says where each touched zone's run starts. */
     struct changed *chg;
     size_t nchg, chg_cap;
     struct strmap *chg_seen;
@@ -1158,6 +1158,12 @@ struct bpair {
     size_t vm;
 };
 
+/* A statement's JSON parameter being built: "[[1,\"a\"],[2,\"b\"]]" or "[1,2]". */
+struct jsarg {
+    textbuf js;
+    int oom; /* it ran out of memory */
+};
+
 struct batch {
     struct pdns_vm_records *vms;
     size_t nvms;
@@ -1175,8 +1181,7 @@ struct batch {
     size_t ncand, cand_cap;
     struct bpair *pairs;
     size_t npairs, pairs_cap;
-    textbuf js;
-    int oom; /* the JSON being built ran out of memory */
+    struct jsarg j;
 };
 
 static void batch_free(struct batch *b)
@@ -1189,7 +1194,7 @@ static void batch_free(struct batch *b)
     free(b->recs);
     free(b->cand);
     free(b->pairs);
-    textbuf_free(&b->js);
+    textbuf_free(&b->j.js);
     memset(b, 0, sizeof *b);
 }
 
@@ -1256,47 +1261,47 @@ static long row_get(struct batch *b, long long id, const struct brow *read)
 
 /* ---- the JSON parameters --------------------------------------------------------------------- */
 
-static void js_open(struct batch *b)
+static void js_open(struct jsarg *a)
 {
-    textbuf_reset(&b->js);
-    b->oom = textbuf_putc(&b->js, '[') != 0;
+    textbuf_reset(&a->js);
+    a->oom = textbuf_putc(&a->js, '[') != 0;
 }
 
 /* Starts an element: "[" or ",[". */
-static void js_item(struct batch *b)
+static void js_item(struct jsarg *a)
 {
-    b->oom |= textbuf_puts(&b->js, b->js.len > 1 ? ",[" : "[") != 0;
+    a->oom |= textbuf_puts(&a->js, a->js.len > 1 ? ",[" : "[") != 0;
 }
 
-static void js_int(struct batch *b, long long v, int first)
+static void js_int(struct jsarg *a, long long v, int first)
 {
-    b->oom |= textbuf_printf(&b->js, first ? "%lld" : ",%lld", v) != 0;
+    a->oom |= textbuf_printf(&a->js, first ? "%lld" : ",%lld", v) != 0;
 }
 
-static void js_str(struct batch *b, const char *s)
+static void js_str(struct jsarg *a, const char *s)
 {
-    b->oom |= textbuf_putc(&b->js, ',') != 0;
-    b->oom |= json_write_string(&b->js, s, strlen(s)) != 0;
+    a->oom |= textbuf_putc(&a->js, ',') != 0;
+    a->oom |= json_write_string(&a->js, s, strlen(s)) != 0;
 }
 
-static void js_close_item(struct batch *b)
+static void js_close_item(struct jsarg *a)
 {
-    b->oom |= textbuf_putc(&b->js, ']') != 0;
+    a->oom |= textbuf_putc(&a->js, ']') != 0;
 }
 
 /* Closes the array; 1 when it holds no element. */
-static int js_close(struct batch *b)
+static int js_close(struct jsarg *a)
 {
-    b->oom |= textbuf_putc(&b->js, ']') != 0;
-    return b->js.len == 2;
+    a->oom |= textbuf_putc(&a->js, ']') != 0;
+    return a->js.len == 2;
 }
 
-/* Runs a statement whose only parameter (or first, with extra) is the JSON built in b. */
-static csp_status js_exec(struct pdns_store *st, struct batch *b, enum q id, const long long *extra,
-                          const char *what, char *err, size_t errlen)
+/* Runs a statement whose only parameter (or first, with extra) is the JSON built in a. */
+static csp_status js_exec(struct pdns_store *st, const struct jsarg *a, enum q id,
+                          const long long *extra, const char *what, char *err, size_t errlen)
 {
-    struct param p[2] = {P_S(textbuf_str(&b->js)), P_I(extra ? *extra : 0)};
-    if (b->oom)
+    struct param p[2] = {P_S(textbuf_str(&a->js)), P_I(extra ? *extra : 0)};
+    if (a->oom)
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory while %s", what);
     if (q_exec(st, id, p, extra ? 2 : 1))
         return stmt_fail(st, id, err, errlen, "%s", what);
@@ -1306,14 +1311,14 @@ static csp_status js_exec(struct pdns_store *st, struct batch *b, enum q id, con
 static void js_rec(struct batch *b, long long k, long long domain_id, const char *name,
                    const char *type, const char *content, long long ttl)
 {
-    js_item(b);
-    js_int(b, k, 1);
-    js_int(b, domain_id, 0);
-    js_str(b, name);
-    js_str(b, type);
-    js_str(b, content);
-    js_int(b, ttl, 0);
-    js_close_item(b);
+    js_item(&b->j);
+    js_int(&b->j, k, 1);
+    js_int(&b->j, domain_id, 0);
+    js_str(&b->j, name);
+    js_str(&b->j, type);
+    js_str(&b->j, content);
+    js_int(&b->j, ttl, 0);
+    js_close_item(&b->j);
 }
 
 /* ---- step 1: read ------------------------------------------------------------------------------
@@ -1340,16 +1345,16 @@ static csp_status lock_vms(struct pdns_store *st, struct batch *b, char *err, si
     for (size_t v = 0; v < b->nvms; v++)
         ids[v] = b->vms[v].vm_id;
     qsort(ids, b->nvms, sizeof *ids, cmp_cstr);
-    js_open(b);
+    js_open(&b->j);
     for (size_t v = 0; v < b->nvms; v++) {
-        js_item(b);
-        js_int(b, (long long)v, 1);
-        js_str(b, ids[v]);
-        js_close_item(b);
+        js_item(&b->j);
+        js_int(&b->j, (long long)v, 1);
+        js_str(&b->j, ids[v]);
+        js_close_item(&b->j);
     }
-    js_close(b);
+    js_close(&b->j);
     free(ids);
-    return js_exec(st, b, Q_LOCK_VMS, NULL, "locking the batch's VMs", err, errlen);
+    return js_exec(st, &b->j, Q_LOCK_VMS, NULL, "locking the batch's VMs", err, errlen);
 }
 
 /* Locks (the domains row of) every zone of the desired records, in id order, before any records
@@ -1368,14 +1373,14 @@ static csp_status lock_zones(struct pdns_store *st, struct batch *b, char *err, 
         if (b->recs[i].zone)
             ids[k++] = b->recs[i].zone->id;
     qsort(ids, k, sizeof *ids, cmp_ll);
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < k; i++)
         if (i == 0 || ids[i] != ids[i - 1])
-            js_int(b, ids[i], b->js.len == 1);
+            js_int(&b->j, ids[i], b->j.js.len == 1);
     free(ids);
-    if (js_close(b))
+    if (js_close(&b->j))
         return CSP_OK;
-    rc = js_exec(st, b, Q_LOCK_ZONES, NULL, "locking the batch's zones", err, errlen);
+    rc = js_exec(st, &b->j, Q_LOCK_ZONES, NULL, "locking the batch's zones", err, errlen);
     if (rc != CSP_OK)
         return rc;
     MYSQL_BIND res[1];
@@ -1437,15 +1442,15 @@ static csp_status read_owned(struct pdns_store *st, struct batch *b, char *err, 
     csp_status s;
     int more;
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t v = 0; v < b->nvms; v++) {
-        js_item(b);
-        js_int(b, (long long)v, 1);
-        js_str(b, b->vms[v].vm_id);
-        js_close_item(b);
+        js_item(&b->j);
+        js_int(&b->j, (long long)v, 1);
+        js_str(&b->j, b->vms[v].vm_id);
+        js_close_item(&b->j);
     }
-    js_close(b);
-    s = js_exec(st, b, q, NULL, "reading the records the batch's VMs own", err, errlen);
+    js_close(&b->j);
+    s = js_exec(st, &b->j, q, NULL, "reading the records the batch's VMs own", err, errlen);
     if (s != CSP_OK)
         return s;
     rowcols_bind(&rc, 8);
@@ -1511,7 +1516,7 @@ static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *
     csp_status s;
     int more;
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < b->nrecs; i++) {
         const struct brec *r = &b->recs[i];
         const struct dns_record *d = brec_rec(b, r);
@@ -1519,9 +1524,10 @@ static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *
             js_rec(b, (long long)i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content,
                    d->ttl);
     }
-    if (js_close(b))
+    if (js_close(&b->j))
         return CSP_OK;
-    s = js_exec(st, b, q, NULL, "looking for existing copies of the batch's records", err, errlen);
+    s = js_exec(st, &b->j, q, NULL, "looking for existing copies of the batch's records", err,
+                errlen);
     if (s != CSP_OK)
         return s;
     rowcols_bind(&rc, 7);
@@ -1553,12 +1559,12 @@ static csp_status read_owner_counts(struct pdns_store *st, struct batch *b, char
     csp_status s;
     int more;
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < b->nrows; i++)
-        js_int(b, b->rows[i].id, i == 0);
-    if (js_close(b))
+        js_int(&b->j, b->rows[i].id, i == 0);
+    if (js_close(&b->j))
         return CSP_OK;
-    s = js_exec(st, b, Q_COUNT_OWNERS, NULL, "counting the owners of records", err, errlen);
+    s = js_exec(st, &b->j, Q_COUNT_OWNERS, NULL, "counting the owners of records", err, errlen);
     if (s != CSP_OK)
         return s;
     col_int(&res[0], &c[0]);
@@ -1789,7 +1795,7 @@ static csp_status read_new_ids(struct pdns_store *st, struct batch *b, long long
     struct col c[4];
     char name[DNS_NAME_BUFSZ], content[DNS_NAME_BUFSZ];
     csp_status s =
-        js_exec(st, b, Q_NEW_IDS, &first_id, "reading the ids of new records", err, errlen);
+        js_exec(st, &b->j, Q_NEW_IDS, &first_id, "reading the ids of new records", err, errlen);
     int more;
 
     if (s != CSP_OK)
@@ -1848,71 +1854,72 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
 {
     csp_status rc = CSP_OK;
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t j = 0; j < b->nown; j++) {
         if (!b->own[j].dropped)
             continue;
-        js_item(b);
-        js_int(b, b->own[j].record_id, 1);
-        js_str(b, b->vms[b->own[j].vm].vm_id);
-        js_close_item(b);
+        js_item(&b->j);
+        js_int(&b->j, b->own[j].record_id, 1);
+        js_str(&b->j, b->vms[b->own[j].vm].vm_id);
+        js_close_item(&b->j);
     }
-    if (!js_close(b))
-        rc = js_exec(st, b, Q_DISOWN, NULL, "dropping ownerships", err, errlen);
+    if (!js_close(&b->j))
+        rc = js_exec(st, &b->j, Q_DISOWN, NULL, "dropping ownerships", err, errlen);
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++)
         if (b->rows[i].deleted && !b->rows[i].fresh)
-            js_int(b, b->rows[i].id, b->js.len == 1);
-    if (rc == CSP_OK && !js_close(b))
-        rc = js_exec(st, b, Q_DELETE, NULL, "deleting records no VM owns any more", err, errlen);
+            js_int(&b->j, b->rows[i].id, b->j.js.len == 1);
+    if (rc == CSP_OK && !js_close(&b->j))
+        rc =
+            js_exec(st, &b->j, Q_DELETE, NULL, "deleting records no VM owns any more", err, errlen);
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
         const struct brow *w = &b->rows[i];
         if (w->fresh || w->deleted || w->ttl == w->ttl0)
             continue;
-        js_item(b);
-        js_int(b, w->id, 1);
-        js_int(b, w->ttl, 0);
-        js_close_item(b);
+        js_item(&b->j);
+        js_int(&b->j, w->id, 1);
+        js_int(&b->j, w->ttl, 0);
+        js_close_item(&b->j);
     }
-    if (rc == CSP_OK && !js_close(b))
-        rc = js_exec(st, b, Q_SET_TTL, NULL, "setting TTLs", err, errlen);
+    if (rc == CSP_OK && !js_close(&b->j))
+        rc = js_exec(st, &b->j, Q_SET_TTL, NULL, "setting TTLs", err, errlen);
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
         const struct brow *w = &b->rows[i];
         if (w->fresh)
             js_rec(b, (long long)i, w->domain_id, w->name, w->type, w->content, w->ttl);
     }
-    if (rc == CSP_OK && !js_close(b)) {
-        rc = js_exec(st, b, Q_INSERT, NULL, "inserting records", err, errlen);
+    if (rc == CSP_OK && !js_close(&b->j)) {
+        rc = js_exec(st, &b->j, Q_INSERT, NULL, "inserting records", err, errlen);
         if (rc == CSP_OK)
             rc = new_ids(st, b, err, errlen);
     }
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t i = 0; i < b->npairs && rc == CSP_OK; i++) {
-        js_item(b);
-        js_int(b, b->rows[b->pairs[i].row].id, 1);
-        js_str(b, b->vms[b->pairs[i].vm].vm_id);
-        js_close_item(b);
+        js_item(&b->j);
+        js_int(&b->j, b->rows[b->pairs[i].row].id, 1);
+        js_str(&b->j, b->vms[b->pairs[i].vm].vm_id);
+        js_close_item(&b->j);
     }
-    if (rc == CSP_OK && !js_close(b))
-        rc = js_exec(st, b, Q_OWN, NULL, "recording ownerships", err, errlen);
+    if (rc == CSP_OK && !js_close(&b->j))
+        rc = js_exec(st, &b->j, Q_OWN, NULL, "recording ownerships", err, errlen);
 
-    js_open(b);
+    js_open(&b->j);
     for (size_t v = 0; v < b->nvms && rc == CSP_OK; v++) {
         if (b->bv[v].kept)
             continue;
-        js_item(b);
-        js_int(b, (long long)v, 1);
-        js_str(b, b->vms[v].vm_id);
-        js_close_item(b);
+        js_item(&b->j);
+        js_int(&b->j, (long long)v, 1);
+        js_str(&b->j, b->vms[v].vm_id);
+        js_close_item(&b->j);
     }
-    if (rc == CSP_OK && !js_close(b))
-        rc = js_exec(st, b, Q_DROP_VMS, NULL, "forgetting VMs that own nothing", err, errlen);
+    if (rc == CSP_OK && !js_close(&b->j))
+        rc = js_exec(st, &b->j, Q_DROP_VMS, NULL, "forgetting VMs that own nothing", err, errlen);
     return rc;
 }
 
@@ -2118,25 +2125,26 @@ static csp_status soa_read(struct pdns_store *st, enum q q, const struct param *
 static csp_status soa_lock(struct pdns_store *st, struct soa *soas, size_t n, char *err,
                            size_t errlen)
 {
-    textbuf js = TEXTBUF_INIT;
-    int oom = textbuf_putc(&js, '[') != 0, any = 0;
+    struct jsarg a = {TEXTBUF_INIT, 0};
     csp_status rc = CSP_OK;
 
+    js_open(&a);
     for (size_t i = 0; i < n; i++) {
         const struct zone *z = zone_by_id(st, soas[i].domain_id);
         if (!z)
             continue;
-        oom |= textbuf_printf(&js, "%s[%lld,", any++ ? "," : "", z->id) != 0;
-        oom |= json_write_string(&js, z->name, strlen(z->name)) != 0;
-        oom |= textbuf_putc(&js, ']') != 0;
+        js_item(&a);
+        js_int(&a, z->id, 1);
+        js_str(&a, z->name);
+        js_close_item(&a);
     }
-    oom |= textbuf_putc(&js, ']') != 0;
-    if (oom)
+    int none = js_close(&a);
+    if (a.oom)
         rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory locking SOA records");
-    else if (any)
-        rc = soa_read(st, Q_SOA_APEX, (struct param[]){P_S(textbuf_str(&js))}, 1, soas, n, err,
+    else if (!none)
+        rc = soa_read(st, Q_SOA_APEX, (struct param[]){P_S(textbuf_str(&a.js))}, 1, soas, n, err,
                       errlen);
-    textbuf_free(&js);
+    textbuf_free(&a.js);
     for (size_t i = 0; i < n && rc == CSP_OK; i++)
         if (!zone_by_id(st, soas[i].domain_id))
             rc = soa_read(st, Q_SOA, (struct param[]){P_I(soas[i].domain_id)}, 1, &soas[i], 1, err,
@@ -2150,12 +2158,12 @@ static csp_status soa_lock(struct pdns_store *st, struct soa *soas, size_t n, ch
 static csp_status bump_soas(struct pdns_store *st, struct soa *soas, size_t n, uint32_t today,
                             long long *did, unsigned *bumped, char *err, size_t errlen)
 {
-    textbuf js = TEXTBUF_INIT;
+    struct jsarg a = {TEXTBUF_INIT, 0};
     char next[SOA_BUFSZ];
-    int oom = textbuf_putc(&js, '[') != 0;
     unsigned k = 0;
     csp_status rc = soa_lock(st, soas, n, err, errlen);
 
+    js_open(&a);
     for (size_t i = 0; i < n && rc == CSP_OK; i++) {
         const struct soa *s = &soas[i];
         if (s->rows == 0) {
@@ -2173,17 +2181,16 @@ static csp_status bump_soas(struct pdns_store *st, struct soa *soas, size_t n, u
                     s->domain_id, s->content);
             continue;
         }
-        oom |= textbuf_printf(&js, "%s[%lld,", k ? "," : "", s->id) != 0;
-        oom |= json_write_string(&js, next, strlen(next)) != 0;
-        oom |= textbuf_putc(&js, ']') != 0;
+        js_item(&a);
+        js_int(&a, s->id, 1);
+        js_str(&a, next);
+        js_close_item(&a);
         did[k++] = s->domain_id;
     }
-    oom |= textbuf_putc(&js, ']') != 0;
-    if (rc == CSP_OK && oom)
-        rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory bumping SOA serials");
-    if (rc == CSP_OK && k && q_exec(st, Q_SET_SOA, (struct param[]){P_S(textbuf_str(&js))}, 1))
-        rc = stmt_fail(st, Q_SET_SOA, err, errlen, "bumping the SOA serials of the zones changed");
-    textbuf_free(&js);
+    if (!js_close(&a) && rc == CSP_OK)
+        rc = js_exec(st, &a, Q_SET_SOA, NULL, "bumping the SOA serials of the zones changed", err,
+                     errlen);
+    textbuf_free(&a.js);
     if (rc == CSP_OK)
         *bumped = k;
     return rc;
@@ -2244,44 +2251,28 @@ static int changed_out_add(struct pdns_store *st, const char *name)
     return 0;
 }
 
-/* Adds id to ids[0..*n) unless it is there. */
-static void id_add(long long *ids, size_t *n, long long id)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (ids[i] == id)
-            return;
-    ids[(*n)++] = id;
-}
-
-/* After commit: zone by zone (each zone with changed names or a bumped SOA), its apex when its
- * SOA was bumped and then its changed names (the apex not again), absolute. note_name keeps
- * (zone, name) pairs unique, and a name lies in one zone. */
+/* After commit: zone by zone (every touched zone: each changed name, ENTs included, was noted
+ * with its zone by touch), its apex when its SOA was bumped and then its changed names (the apex
+ * not again), absolute. note_name keeps (zone, name) pairs unique, and a name lies in one zone. */
 static int changed_out_build(struct pdns_store *st, const long long *bumped, size_t nbumped)
 {
-    size_t nids = 0;
-    long long *ids = malloc((st->nchg + nbumped + 1) * sizeof *ids);
     changed_out_free(st);
-    st->changed_out = calloc(st->nchg + nbumped + 1, sizeof *st->changed_out);
-    st->zones_out = calloc(st->nchg + nbumped + 1, sizeof *st->zones_out);
-    if (!ids || !st->changed_out || !st->zones_out) {
-        free(ids);
+    st->changed_out = calloc(st->nchg + st->nzones + 1, sizeof *st->changed_out);
+    st->zones_out = calloc(st->nzones + 1, sizeof *st->zones_out);
+    if (!st->changed_out || !st->zones_out)
         return -1;
-    }
-    for (size_t i = 0; i < st->nchg; i++)
-        id_add(ids, &nids, st->chg[i].domain_id);
-    for (size_t z = 0; z < nbumped; z++)
-        id_add(ids, &nids, bumped[z]);
     int rc = 0;
-    for (size_t z = 0; z < nids && rc == 0; z++) {
+    for (size_t z = 0; z < st->nzones && rc == 0; z++) {
+        long long id = st->zones[z];
         const struct zone *zone = NULL;
         for (size_t b = 0; b < nbumped && !zone; b++)
-            if (bumped[b] == ids[z])
-                zone = zone_by_id(st, ids[z]);
+            if (bumped[b] == id)
+                zone = zone_by_id(st, id);
         size_t first = st->nchanged_out;
         if (zone)
             rc = changed_out_add(st, zone->name);
         for (size_t i = 0; i < st->nchg && rc == 0; i++)
-            if (st->chg[i].domain_id == ids[z] && !(zone && !strcmp(st->chg[i].name, zone->name)))
+            if (st->chg[i].domain_id == id && !(zone && !strcmp(st->chg[i].name, zone->name)))
                 rc = changed_out_add(st, st->chg[i].name);
         size_t names = first + (zone ? 1 : 0);
         st->zones_out[st->nzones_out++] = (struct pdns_changed_zone){
@@ -2290,7 +2281,6 @@ static int changed_out_build(struct pdns_store *st, const long long *bumped, siz
             .n = st->nchanged_out - names,
         };
     }
-    free(ids);
     return rc;
 }
 
