@@ -34,4 +34,8 @@ struct cs_event {
 int cs_event_decode(const char *payload, size_t len, struct cs_event *ev, char *err, size_t errlen);
 void cs_event_clear(struct cs_event *ev);
 
+/* Frees the parsed message and leaves kind, type, vm_id and is_job: for an event whose JSON was
+ * read (root and vm become NULL). cs_event_clear is still needed afterwards. */
+void cs_event_drop_docs(struct cs_event *ev);
+
 #endif

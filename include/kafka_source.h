@@ -17,7 +17,7 @@ struct kafka_msg {
     size_t key_len;
     const char *payload;
     size_t len;
-    void *handle; /* the librdkafka message; owned until kafka_source_done/_retry */
+    void *handle; /* the librdkafka message, until kafka_source_drop_payload (or _done, ...) */
 };
 
 struct kafka_source;
@@ -50,6 +50,11 @@ void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backof
  * partition that was handed to kafka_source_retry (the rewind delivers them again), and for
  * messages of a partition being revoked (its next owner starts from the committed offset). */
 void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m);
+
+/* The message's payload and key were read: frees librdkafka's message (and with the last one,
+ * the fetch buffer it came in) before the message is done, retried or released, which then
+ * need only its topic, partition and offset. */
+void kafka_source_drop_payload(struct kafka_source *ks, struct kafka_msg *m);
 
 /* Called from inside kafka_source_poll (or _close) when the group takes partitions[0..n) of
  * KAFKA_TOPIC away, before their offsets are committed: the caller finishes what it applied

@@ -290,11 +290,18 @@ int cs_event_decode(const char *payload, size_t len, struct cs_event *ev, char *
     return 0;
 }
 
-void cs_event_clear(struct cs_event *ev)
+void cs_event_drop_docs(struct cs_event *ev)
 {
     json_doc_free(ev->details_doc);
     json_doc_free(ev->cmdinfo_doc);
     json_doc_free(ev->result_doc);
     json_doc_free(ev->doc);
+    ev->details_doc = ev->cmdinfo_doc = ev->result_doc = ev->doc = NULL;
+    ev->root = ev->vm = NULL;
+}
+
+void cs_event_clear(struct cs_event *ev)
+{
+    cs_event_drop_docs(ev);
     memset(ev, 0, sizeof *ev);
 }

@@ -375,7 +375,7 @@ int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg 
         ks->since_kick += msg->len;
         if (ks->kick_every && ks->since_kick >= ks->kick_every)
             wake_fetcher(ks, topic, msg->partition, msg->len);
-        m->topic = topic;
+        m->topic = ks->topic; /* the subscribed topic; outlives the message (drop_payload) */
         m->partition = msg->partition;
         m->offset = msg->offset;
         m->key = msg->key;
@@ -389,7 +389,6 @@ int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg 
 
 void kafka_source_done(struct kafka_source *ks, struct kafka_msg *m)
 {
-    rd_kafka_message_t *msg = m->handle;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, m->topic, m->partition)->offset = m->offset + 1;
     rd_kafka_resp_err_t e = rd_kafka_offsets_store(ks->rk, l);
@@ -397,13 +396,11 @@ void kafka_source_done(struct kafka_source *ks, struct kafka_msg *m)
         log_at(LOG_LVL_WARN, "kafka", m->topic, m->partition, m->offset, "store offset: %s",
                rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_message_destroy(msg);
-    m->handle = NULL;
+    kafka_source_drop_payload(ks, m);
 }
 
 void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backoff_ms)
 {
-    rd_kafka_message_t *msg = m->handle;
     struct rewind *r = find_rewind(ks, m->topic, m->partition);
     if (!r) {
         struct rewind *grown = realloc(ks->rewinds, (ks->nrewinds + 1) * sizeof *grown);
@@ -434,8 +431,7 @@ void kafka_source_retry(struct kafka_source *ks, struct kafka_msg *m, int backof
     }
     rd_kafka_topic_partition_list_destroy(l);
     set_paused(ks, r, 1);
-    rd_kafka_message_destroy(msg);
-    m->handle = NULL;
+    kafka_source_drop_payload(ks, m);
 }
 
 void kafka_source_on_revoke(struct kafka_source *ks, kafka_revoke_fn fn, void *ud)
@@ -446,9 +442,17 @@ void kafka_source_on_revoke(struct kafka_source *ks, kafka_revoke_fn fn, void *u
 
 void kafka_source_release(struct kafka_source *ks, struct kafka_msg *m)
 {
+    kafka_source_drop_payload(ks, m);
+}
+
+void kafka_source_drop_payload(struct kafka_source *ks, struct kafka_msg *m)
+{
     (void)ks;
-    rd_kafka_message_destroy(m->handle);
+    if (m->handle)
+        rd_kafka_message_destroy(m->handle);
     m->handle = NULL;
+    m->payload = m->key = NULL;
+    m->len = m->key_len = 0;
 }
 
 static int cmp_i32(const void *a, const void *b)

@@ -689,19 +689,25 @@ static void count_records(struct pipeline *p, const struct pdns_apply_stats *sta
     }
 }
 
+/* vm's state for the log lines: "gone" when there is no VM. */
+static const char *vm_state(const json_value *vm)
+{
+    const char *state = vm ? json_get_str(vm, "state") : "gone";
+    return state ? state : "?";
+}
+
 /* The last half: after the records were written (or planned), says what changed. */
 static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, const char *vm_id,
-                         const json_value *vm, size_t n, const struct pdns_apply_stats *stats)
+                         const char *state, size_t n, const struct pdns_apply_stats *stats)
 {
     char what[96];
     int changed = stats->added || stats->removed || stats->updated;
-    const char *state = vm ? json_get_str(vm, "state") : NULL;
     who_asked(c, what, sizeof what);
     rlog(c, c->ev || (changed && !c->plan) ? LOG_LVL_INFO : LOG_LVL_DEBUG, "pipeline",
          "vm=%s%s state=%s records=%zu added=%u removed=%u updated=%u unchanged=%u "
          "no_zone=%u foreign=%u",
-         vm_id, what, vm ? (state ? state : "?") : "gone", n, stats->added, stats->removed,
-         stats->updated, stats->unchanged, stats->no_zone, stats->foreign);
+         vm_id, what, state, n, stats->added, stats->removed, stats->updated, stats->unchanged,
+         stats->no_zone, stats->foreign);
     if (!c->plan)
         count_records(p, stats, 0);
     if (c->stats)
@@ -710,7 +716,7 @@ static void note_applied(struct pipeline *p, const struct reconcile_ctx *c, cons
 
 /* Writes (or plans) vm_id's records: inside the caller's transaction (c->in_txn), else in one of
  * its own, which is then purged from PowerDNS's caches. */
-static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const json_value *vm,
+static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const char *state,
                                 const struct dns_record *recs, size_t n,
                                 const struct reconcile_ctx *c)
 {
@@ -745,7 +751,7 @@ static enum rec_result store_vm(struct pipeline *p, const char *vm_id, const jso
     }
     if (!c->plan && !c->in_txn)
         purge_changed(p);
-    note_applied(p, c, vm_id, vm, n, &stats);
+    note_applied(p, c, vm_id, state, n, &stats);
     return REC_DONE;
 }
 
@@ -760,7 +766,7 @@ static enum rec_result reconcile_vm(struct pipeline *p, const char *vm_id, const
     int apply;
     enum rec_result out = want_vm(p, vm_id, vm, c, &recs, &n, &apply);
     if (out == REC_DONE && apply)
-        out = store_vm(p, vm_id, vm, recs, n, c);
+        out = store_vm(p, vm_id, vm_state(vm), recs, n, c);
     free(recs);
     return out;
 }
@@ -919,7 +925,7 @@ static void resync_applied(void *ud, const struct resync_vm *v)
     /* The resync adds v->stats to its totals itself. */
     struct reconcile_ctx c = {.trigger = "resync"};
     p->resync_wrote = 1;
-    note_applied(p, &c, v->vm_id, v->vm, v->n, &v->stats);
+    note_applied(p, &c, v->vm_id, vm_state(v->vm), v->n, &v->stats);
 }
 
 /* The resync's own transactions (its batches) and reads count like the events'. */
@@ -936,7 +942,7 @@ static enum resync_vm_outcome resync_store_one(void *ud, const struct resync_vm 
 {
     struct pipeline *p = ud;
     struct reconcile_ctx c = {.trigger = "resync", .stats = stats};
-    return resync_outcome(store_vm(p, v->vm_id, v->vm, v->recs, v->n, &c));
+    return resync_outcome(store_vm(p, v->vm_id, vm_state(v->vm), v->recs, v->n, &c));
 }
 
 /* scope: the partitions this instance consumes (run), so instances of one group never resync
@@ -1323,9 +1329,10 @@ struct batch_item {
 /* One VM of a batch: its last event decides its records (a VM's events are on one partition,
  * in order, and each event's VM state is at least as new as the ones before). */
 struct batch_vm {
-    size_t last;          /* the item of its last event */
-    struct cs_reply vm_r; /* the VM read from CloudStack when that event did not carry it */
-    const json_value *vm; /* NULL: gone */
+    size_t last; /* the item of its last event */
+    /* The VM's state for the log lines. The documents it came from are freed once the policy
+     * named the VM: a batch being written holds its records, not its events' JSON. */
+    char state[32];
     struct dns_record *recs;
     size_t n;
     int apply; /* recs are to be written */
@@ -1451,6 +1458,10 @@ static void batch_decode(struct batch *b, size_t i)
         it->outcome = "bad_input";
         return;
     }
+    /* Only the event's identity is kept; batch_want parses the VM's last event again. A batch
+     * holds one event's JSON at a time then: a parse costs microseconds, the JSON of a batch of
+     * events megabytes (about four times the message). */
+    cs_event_drop_docs(&it->ev);
     if (it->ev.kind == CS_EVENT_IGNORED) {
         log_at(LOG_LVL_DEBUG, "pipeline", it->m.topic, it->m.partition, it->m.offset,
                "ignored %s: %s", it->ev.type[0] ? it->ev.type : "record", it->ev.why_ignored);
@@ -1483,21 +1494,29 @@ static void batch_want(struct pipeline *p, struct batch *b, size_t i)
     struct batch_item *it = &b->items[i];
     struct batch_vm *bv = &b->vms[it->vm];
     struct pos at = item_pos(it);
+    struct cs_event ev;
+    struct cs_reply vm_r = {0};
+    const json_value *vm = NULL;
     char err[4096];
-    bv->vm = it->ev.vm;
-    if (!bv->vm) {
-        csp_status st = cloudstack_get_vm(p->cs, it->ev.vm_id, &bv->vm_r, &bv->vm, err, sizeof err);
-        if (st != CSP_OK) {
-            log_at(LOG_LVL_WARN, "pipeline", at.topic, at.partition, at.offset,
-                   "vm=%s event=%s: cannot read the VM, will retry: %s", it->ev.vm_id, it->ev.type,
-                   err);
-            batch_cut(b, i);
-            return;
-        }
+    /* It decoded in batch_decode, so only memory can fail the parse now. */
+    int ok = cs_event_decode(it->m.payload, it->m.len, &ev, err, sizeof err) == 0;
+    if (ok && !(vm = ev.vm))
+        ok = cloudstack_get_vm(p->cs, it->ev.vm_id, &vm_r, &vm, err, sizeof err) == CSP_OK;
+    if (!ok) {
+        log_at(LOG_LVL_WARN, "pipeline", at.topic, at.partition, at.offset,
+               "vm=%s event=%s: cannot read the VM, will retry: %s", it->ev.vm_id, it->ev.type,
+               err);
+        cs_reply_free(&vm_r);
+        cs_event_clear(&ev);
+        batch_cut(b, i);
+        return;
     }
-    struct reconcile_ctx c = {
-        .ev = &it->ev, .at = &at, .trigger = "event", .owners = p->event_owners};
-    switch (want_vm(p, it->ev.vm_id, bv->vm, &c, &bv->recs, &bv->n, &bv->apply)) {
+    struct reconcile_ctx c = {.ev = &ev, .at = &at, .trigger = "event", .owners = p->event_owners};
+    enum rec_result r = want_vm(p, it->ev.vm_id, vm, &c, &bv->recs, &bv->n, &bv->apply);
+    snprintf(bv->state, sizeof bv->state, "%s", vm_state(vm));
+    cs_reply_free(&vm_r);
+    cs_event_clear(&ev);
+    switch (r) {
     case REC_DONE:
         break;
     case REC_POLICY_FAILED:
@@ -1536,7 +1555,7 @@ static void batch_store_each(struct pipeline *p, struct batch *b)
         if (batch_is_cut(b, bv->last))
             continue;
         struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
-        switch (store_vm(p, it->ev.vm_id, bv->vm, bv->recs, bv->n, &c)) {
+        switch (store_vm(p, it->ev.vm_id, bv->state, bv->recs, bv->n, &c)) {
         case REC_DONE:
             bv->applied = 1;
             break;
@@ -1564,6 +1583,9 @@ static void batch_prepare(struct pipeline *p, struct batch *b)
         if (it->vm >= 0 && b->vms[it->vm].last == i && !batch_is_cut(b, i))
             batch_want(p, b, i);
     }
+    /* A batch being written holds its messages' offsets only, not their fetch buffers. */
+    for (size_t i = 0; i < b->n; i++)
+        kafka_source_drop_payload(p->ks, &b->items[i].m);
     b->prepared = 1;
 }
 
@@ -1632,10 +1654,8 @@ static void batch_clear(struct batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
         cs_event_clear(&b->items[i].ev);
-    for (size_t k = 0; k < b->nvms; k++) {
-        cs_reply_free(&b->vms[k].vm_r);
+    for (size_t k = 0; k < b->nvms; k++)
         free(b->vms[k].recs);
-    }
     strmap_clear(b->vm_index, NULL);
     free(b->purge.names);
     b->purge = (struct purge_list){NULL, 0};
@@ -1733,7 +1753,7 @@ static void batch_finish_write(struct pipeline *p, struct batch *b)
         struct reconcile_ctx c = {.ev = &it->ev, .at = &at, .trigger = "event"};
         bv->applied = 1;
         bv->stats = b->set[k].stats;
-        note_applied(p, &c, it->ev.vm_id, bv->vm, bv->n, &bv->stats);
+        note_applied(p, &c, it->ev.vm_id, bv->state, bv->n, &bv->stats);
     }
     batch_done(p, b);
 }

@@ -53,7 +53,7 @@ const struct settings_doc settings_docs[] = {
     {"POLICY_ON_ERROR", "skip", "skip: log a failing event and go on; retry: stop and retry it"},
     {"MAX_RECORDS_PER_VM", "1000", "most records one VM may have"},
     {"RETRY_MAX_BACKOFF_MS", "30000", "longest wait between retries of a failing event"},
-    {"BATCH_MAX_EVENTS", "250", "most events applied in one database transaction"},
+    {"BATCH_MAX_EVENTS", "500", "most events applied in one database transaction"},
     {"BATCH_MAX_WAIT_MS", "5", "how long a batch waits for more events before it is applied"},
     {"OWNER_CACHE_TTL", "300", "seconds an account/domain/project lookup is reused; 0: never"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -258,7 +258,7 @@ int settings_load(struct settings *s, char *const *envp, char *err, size_t errle
     s->resync_interval_s = 3600;
     s->resync_max_delete_percent = 20;
     s->resync_page_size = 500;
-    s->batch_max_events = 250;
+    s->batch_max_events = 500;
     s->batch_max_wait_ms = 5;
     s->owner_cache_ttl_s = 300;
 
