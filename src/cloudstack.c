@@ -251,7 +251,6 @@ int cloudstack_new(const struct settings *s, struct cloudstack **out, char *err,
         set_err(err, errlen, "CS_SECRET_KEY: not set or too long (the user's secret key)");
         return -1;
     }
-    http_client_global_init();
     struct cloudstack *cs = calloc(1, sizeof *cs);
     if (!cs)
         goto oom;
@@ -260,30 +259,18 @@ int cloudstack_new(const struct settings *s, struct cloudstack **out, char *err,
     cs->host = http_client_url_host(s->cs_endpoint);
     cs->api_key = strdup(s->cs_api_key);
     cs->secret = strdup(s->cs_secret_key);
-    cs->curl = curl_easy_init();
     if (!cs->endpoint || !cs->host || !cs->api_key || !cs->secret)
         goto oom;
-    if (!cs->curl) {
+    int made = http_client_easy(on_body, cs, cs->curl_err, &cs->curl);
+    if (made == -1) {
         set_err(err, errlen, "CloudStack client: libcurl failed to initialise");
         cloudstack_free(cs);
         return -1;
     }
 
     CURL *c = cs->curl;
-    CURLcode rc = CURLE_OK;
-#if LIBCURL_VERSION_NUM >= 0x075500
-    rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode rc = made == 0 ? CURLE_OK : CURLE_UNKNOWN_OPTION;
     rc |= curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    rc |= curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    rc |= curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-    rc |= curl_easy_setopt(c, CURLOPT_USERAGENT, "cs-pdns");
-    rc |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    rc |= curl_easy_setopt(c, CURLOPT_WRITEDATA, cs);
-    rc |= curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cs->curl_err);
     rc |= curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)CS_MAX_RESPONSE);
     rc |= curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, s->cs_verify_tls ? 1L : 0L);
     rc |= curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, s->cs_verify_tls ? 2L : 0L);

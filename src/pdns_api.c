@@ -117,12 +117,11 @@ csp_status pdns_api_new(const struct settings *s, struct pdns_api **out, char *e
     const char *server_id =
         s->pdns_server_id && *s->pdns_server_id ? s->pdns_server_id : "localhost";
 
-    http_client_global_init();
     struct pdns_api *api = calloc(1, sizeof *api);
     if (!api)
         goto oom;
-    api->curl = curl_easy_init();
-    if (!api->curl) {
+    int made = http_client_easy(on_answer, api, api->curl_err, &api->curl);
+    if (made == -1) {
         set_err(err, errlen, "PowerDNS API client: libcurl failed to initialise");
         pdns_api_free(api);
         return CSP_PERMANENT;
@@ -143,21 +142,9 @@ csp_status pdns_api_new(const struct settings *s, struct pdns_api **out, char *e
         goto oom;
 
     CURL *c = api->curl;
-    CURLcode rc = CURLE_OK;
-#if LIBCURL_VERSION_NUM >= 0x075500
-    rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-    rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-    rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    CURLcode rc = made == 0 ? CURLE_OK : CURLE_UNKNOWN_OPTION;
     rc |= curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
     rc |= curl_easy_setopt(c, CURLOPT_HTTPHEADER, api->headers);
-    rc |= curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    rc |= curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-    rc |= curl_easy_setopt(c, CURLOPT_USERAGENT, "cs-pdns");
-    rc |= curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_answer);
-    rc |= curl_easy_setopt(c, CURLOPT_WRITEDATA, api);
-    rc |= curl_easy_setopt(c, CURLOPT_ERRORBUFFER, api->curl_err);
     rc |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, PURGE_CONNECT_TIMEOUT_MS);
     if (rc != CURLE_OK) {
         set_err(err, errlen, "PowerDNS API client: libcurl lacks a required option (http/https)");
