@@ -1318,7 +1318,7 @@ out:
 /* One consumed message of a batch. */
 struct batch_item {
     struct kafka_msg m;
-    struct cs_event ev; /* cleared after the batch, whether or not it decoded */
+    struct cs_event ev; /* its identity only: batch_want parses the message again */
     int vm;             /* index into batch.vms, or -1: no VM to reconcile */
     int skip;           /* unusable (malformed, refused): logged, committed with the batch */
     int handed_back;    /* retried or released before the batch's write completed */
