@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "json.h"
+#include "strmap.h"
 #include "textbuf.h"
 
 #define NAME_BUFSZ 256
@@ -341,7 +342,7 @@ static struct node *find_node(struct ctx *c, const char *name)
     return bsearch(&key, c->nodes, c->nn, sizeof *c->nodes, cmp_node);
 }
 
-/* Appends a node; collect sorts the nodes and merges duplicates afterwards. */
+/* Appends a node; collect adds each name once and sorts the nodes afterwards. */
 static int add_node(struct ctx *c, const char *name, int given)
 {
     if (c->nn == c->ncap) {
@@ -1125,36 +1126,51 @@ static csp_status fix_ent(struct ctx *c, size_t i)
 
 /* ---- entry point ----------------------------------------------------------------------------- */
 
+/* Each name once, with its ancestors below the apex. A name already seen has had its ancestors
+ * added, so the walk up stops there: the names of a batch share most of their ancestors (an
+ * ip6.arpa name has twenty), and adding them per name made the node set several times larger
+ * than the distinct names, all of it sorted and merged again. */
 static csp_status collect(struct ctx *c, const char *const *names, size_t n)
 {
     char buf[NAME_BUFSZ];
-    for (size_t i = 0; i < n; i++) {
-        if (!names[i] || strlen(names[i]) >= sizeof buf)
-            return fail(c, CSP_PERMANENT, "internal error: name %zu given for rectify is %s", i,
-                        names[i] ? "too long" : "NULL");
+    struct strmap *seen = NULL;
+    csp_status rc = CSP_OK;
+
+    if (strmap_new(&seen))
+        return fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+    for (size_t i = 0; i < n && rc == CSP_OK; i++) {
+        if (!names[i] || strlen(names[i]) >= sizeof buf) {
+            rc = fail(c, CSP_PERMANENT, "internal error: name %zu given for rectify is %s", i,
+                      names[i] ? "too long" : "NULL");
+            break;
+        }
         snprintf(buf, sizeof buf, "%s", names[i]);
         lower(buf);
-        if (!in_zone(c, buf) || strchr(buf, '\\'))
-            return fail(c, CSP_PERMANENT,
-                        "internal error: name \"%s\" given for rectify is not a plain name in "
-                        "zone %s",
-                        buf, c->zone);
-        if (add_node(c, buf, 1))
-            return fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
-        for (const char *a = parent(buf); a && strcmp(a, c->zone); a = parent(a))
-            if (add_node(c, a, 0))
-                return fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+        if (!in_zone(c, buf) || strchr(buf, '\\')) {
+            rc = fail(c, CSP_PERMANENT,
+                      "internal error: name \"%s\" given for rectify is not a plain name in "
+                      "zone %s",
+                      buf, c->zone);
+            break;
+        }
+        int given = 1;
+        for (const char *a = buf; a && rc == CSP_OK; a = parent(a)) {
+            if (!given && !strcmp(a, c->zone))
+                break;
+            void *v;
+            if (strmap_get(seen, a, &v)) {
+                c->nodes[(uintptr_t)v - 1].given |= given;
+                break;
+            }
+            if (add_node(c, a, given) || strmap_add(seen, a, (void *)(uintptr_t)c->nn) < 0)
+                rc = fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+            given = 0;
+        }
     }
-    qsort(c->nodes, c->nn, sizeof *c->nodes, cmp_node);
-    size_t u = 0;
-    for (size_t i = 0; i < c->nn; i++) {
-        if (u && !strcmp(c->nodes[u - 1].name, c->nodes[i].name))
-            c->nodes[u - 1].given |= c->nodes[i].given;
-        else
-            c->nodes[u++] = c->nodes[i];
-    }
-    c->nn = u;
-    return CSP_OK;
+    strmap_free(seen, NULL);
+    if (rc == CSP_OK)
+        qsort(c->nodes, c->nn, sizeof *c->nodes, cmp_node);
+    return rc;
 }
 
 /* The ENT rows flush wrote, to on_ent. A name that also has records and loses a stale ENT row
