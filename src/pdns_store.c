@@ -193,6 +193,7 @@ struct pdns_store {
     struct zone *zv;
     size_t nzv;
     struct strmap *zmap;
+    size_t zlabels; /* the most labels a zone's name has */
     long long zsig[3];
     int zloaded, zchecked;
     /* Ids one INSERT ... SELECT hands out are consecutive, this far apart (0: they need not be,
@@ -993,6 +994,14 @@ static void lower_copy(char *out, const char *in, size_t outsz)
     out[i] = '\0';
 }
 
+static size_t label_count(const char *name)
+{
+    size_t n = 1;
+    for (; *name; name++)
+        n += *name == '.';
+    return n;
+}
+
 static csp_status zones_load(struct pdns_store *st, char *err, size_t errlen)
 {
     MYSQL_BIND res[2];
@@ -1039,7 +1048,11 @@ static csp_status zones_load(struct pdns_store *st, char *err, size_t errlen)
     }
     qsort(v, n, sizeof *v, cmp_zone_id);
     strmap_clear(st->zmap, NULL);
+    st->zlabels = 0;
     for (size_t i = 0; i < n; i++) {
+        size_t labels = label_count(v[i].name);
+        if (labels > st->zlabels)
+            st->zlabels = labels;
         if (strmap_add(st->zmap, v[i].name, &v[i]) < 0) {
             strmap_clear(st->zmap, NULL);
             free(v);
@@ -1091,22 +1104,21 @@ static csp_status zones_fresh(struct pdns_store *st, char *err, size_t errlen)
 /* The longest zone that holds name, or NULL. */
 static const struct zone *zone_of(const struct pdns_store *st, const char *name)
 {
-    const char *cand[ZONE_CANDIDATES], *zp[ZONE_CANDIDATES];
-    const struct zone *zz[ZONE_CANDIDATES];
+    const char *cand[ZONE_CANDIDATES];
     char low[DNS_NAME_BUFSZ];
-    size_t nz = 0;
 
     lower_copy(low, name, sizeof low);
-    size_t nc = dns_name_suffixes(low, cand, ZONE_CANDIDATES);
-    for (size_t i = 0; i < nc; i++) {
+    size_t nc = dns_name_suffixes(low, cand, ZONE_CANDIDATES), labels = label_count(low);
+    /* Longest first, so the first zone found is the one that holds the name; suffixes with more
+     * labels than any zone are not looked up (an ip6.arpa name has twenty more than its zone). */
+    for (size_t i = labels > st->zlabels ? labels - st->zlabels : 0; i < nc; i++) {
         void *v;
         if (strmap_get(st->zmap, cand[i], &v)) {
-            zz[nz] = v;
-            zp[nz++] = ((const struct zone *)v)->name;
+            const char *zp = ((const struct zone *)v)->name;
+            return dns_zone_match(low, &zp, 1) == 0 ? v : NULL;
         }
     }
-    int k = dns_zone_match(low, zp, nz);
-    return k >= 0 ? zz[k] : NULL;
+    return NULL;
 }
 
 static const struct zone *zone_by_id(const struct pdns_store *st, long long id)
