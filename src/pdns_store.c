@@ -83,6 +83,8 @@ enum q {
     "t VARCHAR(10) {R} PATH '$[2]', c VARCHAR(255) {R} PATH '$[3]'"
 #define JT_RECS "JSON_TABLE(?, '$[*]' COLUMNS (" JT_REC_COLS ", ttl INT PATH '$[4]')) j"
 #define JT_REC_KEYS "JSON_TABLE(?, '$[*]' COLUMNS (" JT_REC_COLS ")) j"
+/* The candidates' read: the fifth field is 1 for the first element at a name not yet known. */
+#define JT_REC_FIRST "JSON_TABLE(?, '$[*]' COLUMNS (" JT_REC_COLS ", f INT PATH '$[4]')) j"
 _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any record's content");
 #define OWNED_SQL                                                                                  \
     "SELECT j.k, o.record_id, r.id, r.domain_id, r.name, r.type, r.content, r.ttl FROM " JT_VMS    \
@@ -91,10 +93,18 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
 /* Rows identical to a desired record. The optimizer, knowing nothing of the JSON's size, would
  * reach records through its domain_id index and scan a whole zone per record; "+ 0" leaves it
  * only the (name, type) index. */
-#define SAME_ROW "r.name = j.n AND r.type = j.t AND r.domain_id + 0 = j.d AND r.content = j.c"
+#define SAME_NAME "r.name = j.n AND r.domain_id + 0 = j.d"
+#define SAME_ROW SAME_NAME " AND r.type = j.t AND r.content = j.c"
+/* The rows identical to each desired record, "same" marking them (the candidates), and with the
+ * first element at each name every other row there too: what the rectify needs at that name
+ * (struct known), read here in the same index lookup instead of once more at commit. Only once
+ * per name: an instance group's name holds a row per VM, and each of its elements would read
+ * them all. */
 #define CAND_SQL                                                                                   \
-    "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl FROM " JT_REC_KEYS            \
-    " STRAIGHT_JOIN records r ON " SAME_ROW " ORDER BY j.k, r.id"
+    "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, "                            \
+    "COALESCE(r.type = j.t AND r.content = j.c, 0), r.disabled, r.ordername, r.auth "              \
+    "FROM " JT_REC_FIRST " STRAIGHT_JOIN records r ON " SAME_NAME                                  \
+    " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c)) ORDER BY j.k, r.id"
 
 /* Q_OWNED is ordered so that of duplicate owned rows the oldest is the one kept. Q_COUNT_OWNERS
  * takes no lock: it runs while the records rows are locked, and every change to a row's owners
@@ -157,6 +167,32 @@ struct zone {
     char name[DNS_NAME_BUFSZ]; /* lowercase, no trailing dot */
 };
 
+/* A name all of whose rows the open transaction has read, and those rows (enabled ones), for
+ * pdns_rectify_names_known. */
+struct kname {
+    long long domain_id;
+    char *name; /* lowercase, no trailing dot */
+};
+
+struct krow {
+    size_t name; /* index into names */
+    long long domain_id, id;
+    char type[TYPE_BUFSZ];
+    int type_null;
+    char *ord; /* NULL when NULL */
+    int auth;
+};
+
+struct known {
+    struct strmap *by_name; /* "domain_id name" -> index + 1 into names */
+    struct kname *names;
+    size_t nnames, names_cap;
+    struct krow *rows; /* a row read twice is here twice, until known_settle */
+    size_t nrows, rows_cap;
+    long long *gone; /* ids of rows deleted since begin */
+    size_t ngone, gone_cap;
+};
+
 /* An owner name whose records rows changed in the open transaction. */
 struct changed {
     long long domain_id;
@@ -184,6 +220,10 @@ struct pdns_store {
     struct changed *chg;
     size_t nchg, chg_cap;
     struct strmap *chg_seen;
+    /* What the rectify would read at the changed names, where the store has read it already
+     * (every row at each desired record's name, from the candidates' read) and kept it up to
+     * date (rows inserted added, rows deleted in gone). */
+    struct known kn;
     char **changed_out;
     size_t nchanged_out;
     struct pdns_changed_zone *zones_out;
@@ -442,6 +482,17 @@ static void q_done(struct pdns_store *st, enum q id, csp_status rc)
 /* ---- connection ---------------------------------------------------------------------------- */
 
 /* Forgets what the open transaction changed (it was rolled back, or a new one starts). */
+static void known_reset(struct known *k)
+{
+    for (size_t i = 0; i < k->nnames; i++)
+        free(k->names[i].name);
+    for (size_t i = 0; i < k->nrows; i++)
+        free(k->rows[i].ord);
+    k->nnames = k->nrows = k->ngone = 0;
+    if (k->by_name)
+        strmap_clear(k->by_name, NULL);
+}
+
 static void changes_reset(struct pdns_store *st)
 {
     for (size_t i = 0; i < st->nchg; i++)
@@ -450,6 +501,7 @@ static void changes_reset(struct pdns_store *st)
     st->nzones = 0;
     if (st->chg_seen)
         strmap_clear(st->chg_seen, NULL);
+    known_reset(&st->kn);
 }
 
 static void changed_out_free(struct pdns_store *st)
@@ -791,7 +843,7 @@ static csp_status store_open(const struct settings *s, int readonly, struct pdns
     st->tls_cert = s->mysql_tls_cert ? strdup(s->mysql_tls_cert) : NULL;
     st->tls_key = s->mysql_tls_key ? strdup(s->mysql_tls_key) : NULL;
     if (!st->host || !st->db || !st->user || !st->password || strmap_new(&st->chg_seen) ||
-        strmap_new(&st->zmap) || pdns_rectify_stmts_new(&st->rx) ||
+        strmap_new(&st->zmap) || pdns_rectify_stmts_new(&st->rx) || strmap_new(&st->kn.by_name) ||
         (s->mysql_tls_ca && !st->tls_ca) || (s->mysql_tls_cert && !st->tls_cert) ||
         (s->mysql_tls_key && !st->tls_key)) {
         pdns_store_free(st);
@@ -834,6 +886,11 @@ void pdns_store_free(struct pdns_store *st)
     changed_out_free(st);
     free(st->chg);
     strmap_free(st->chg_seen, NULL);
+    known_reset(&st->kn);
+    free(st->kn.names);
+    free(st->kn.rows);
+    free(st->kn.gone);
+    strmap_free(st->kn.by_name, NULL);
     strmap_free(st->zmap, NULL);
     free(st->zv);
     pdns_rectify_stmts_free(st->rx);
@@ -1143,6 +1200,7 @@ struct brow {     /* a records row the chunk reads or inserts */
     int exact;        /* name, type and content were read whole */
     int deleted, fresh;
     long next_fresh; /* fresh rows: the next one with the same key, or -1 */
+    long kn;         /* fresh rows: its name in the store's known names, or -1 */
     char name[DNS_NAME_BUFSZ];
     char type[TYPE_BUFSZ];
     char content[DNS_NAME_BUFSZ];
@@ -1159,6 +1217,7 @@ struct brec { /* a desired record */
     size_t vm, i;
     const struct zone *zone; /* NULL: no zone holds it */
     long match;              /* the owned row (index into own) it keeps, or -1 */
+    long kn;                 /* its name in the store's known names, or -1 */
     size_t cand, ncand;      /* rows that compare equal, as read: cand[cand .. cand+ncand) */
     enum pdns_change_kind kind;
     int unchanged, shared;
@@ -1241,6 +1300,7 @@ static int batch_init(struct batch *b, struct pdns_vm_records *vms, size_t n, in
             r->vm = v;
             r->i = i;
             r->match = -1;
+            r->kn = -1;
         }
     }
     return 0;
@@ -1357,9 +1417,10 @@ static csp_status js_exec(struct pdns_store *st, const struct jsarg *a, enum q i
     return CSP_OK;
 }
 
-/* An element of JT_RECS / JT_REC_KEYS standing for index i. */
+/* An element of JT_RECS / JT_REC_KEYS / JT_REC_FIRST standing for index i; last is the TTL, or
+ * JT_REC_FIRST's f. */
 static void js_rec(struct batch *b, size_t i, long long domain_id, const char *name,
-                   const char *type, const char *content, long long ttl)
+                   const char *type, const char *content, long long last)
 {
     js_ord(&b->j, i);
     js_item(&b->j);
@@ -1367,7 +1428,7 @@ static void js_rec(struct batch *b, size_t i, long long domain_id, const char *n
     js_str(&b->j, name);
     js_str(&b->j, type);
     js_str(&b->j, content);
-    js_int(&b->j, ttl, 0);
+    js_int(&b->j, last, 0);
     js_close_item(&b->j);
 }
 
@@ -1446,9 +1507,10 @@ static csp_status lock_zones(struct pdns_store *st, struct batch *b, char *err, 
 /* Result columns k, <id>, r.id, r.domain_id, r.name, r.type, r.content, r.ttl: a records row
  * (columns 2..7) next to two leading integers. */
 struct rowcols {
-    MYSQL_BIND res[8];
-    struct col c[8];
+    MYSQL_BIND res[12];
+    struct col c[12];
     struct brow row;
+    char ord[1024]; /* the candidates' read: ordername, wider than records.ordername */
 };
 
 static void rowcols_bind(struct rowcols *rc, int ncols)
@@ -1549,45 +1611,120 @@ static void match_owned(struct batch *b)
     }
 }
 
+/* The known entry of (domain_id, name), added when absent (add; *added says so) or -1: absent,
+ * or out of memory (add). */
+static long known_name(struct known *k, long long domain_id, const char *name, int add, int *added)
+{
+    char low[DNS_NAME_BUFSZ], key[DNS_NAME_BUFSZ + 32];
+    void *v;
+    lower_copy(low, name, sizeof low);
+    snprintf(key, sizeof key, "%lld %s", domain_id, low);
+    if (strmap_get(k->by_name, key, &v))
+        return (long)(uintptr_t)v - 1;
+    if (!add || GROW(k->names, k->nnames, k->names_cap))
+        return -1;
+    char *copy = strdup(low);
+    if (!copy || strmap_add(k->by_name, key, (void *)(uintptr_t)(k->nnames + 1)) < 0) {
+        free(copy);
+        return -1;
+    }
+    k->names[k->nnames] = (struct kname){domain_id, copy};
+    if (added)
+        *added = 1;
+    return (long)k->nnames++;
+}
+
+/* Adds a row at known name `name` unless its id is there already. Returns 0, or -1 when memory
+ * ran out. */
+static int known_row(struct known *k, size_t name, long long id, const char *type, const char *ord,
+                     int auth)
+{
+    if (GROW(k->rows, k->nrows, k->rows_cap))
+        return -1;
+    struct krow *w = &k->rows[k->nrows];
+    memset(w, 0, sizeof *w);
+    w->name = name;
+    w->domain_id = k->names[name].domain_id;
+    w->id = id;
+    w->type_null = type == NULL;
+    snprintf(w->type, sizeof w->type, "%s", type ? type : "");
+    w->auth = auth;
+    if (ord && !(w->ord = strdup(ord)))
+        return -1;
+    k->nrows++;
+    return 0;
+}
+
 /* The rows that compare equal (under the table's collation) to each desired record not kept
- * from the VM's own rows. */
+ * from the VM's own rows; and, for the rectify, every enabled row at those records' names. */
 static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
 {
+    const char *what = "looking for existing copies of the batch's records";
     enum q q = b->plan ? Q_CAND_RO : Q_CAND;
     struct rowcols rc;
-    csp_status s;
+    csp_status s = CSP_OK;
     int more;
 
     js_open(&b->j);
-    for (size_t i = 0; i < b->nrecs; i++) {
-        const struct brec *r = &b->recs[i];
+    for (size_t i = 0; i < b->nrecs && s == CSP_OK; i++) {
+        struct brec *r = &b->recs[i];
         const struct dns_record *d = brec_rec(b, r);
-        if (r->zone && r->match < 0)
-            js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, d->ttl);
+        if (!r->zone || r->match >= 0)
+            continue;
+        int first = 0;
+        if (!b->plan && (r->kn = known_name(&st->kn, r->zone->id, d->name, 1, &first)) < 0)
+            s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+        js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, first);
     }
-    if (js_close(&b->j))
-        return CSP_OK;
-    s = js_exec(st, &b->j, q, NULL, "looking for existing copies of the batch's records", err,
-                errlen);
+    if (js_close(&b->j) || s != CSP_OK)
+        return s;
+    s = js_exec(st, &b->j, q, NULL, what, err, errlen);
     if (s != CSP_OK)
         return s;
     rowcols_bind(&rc, 7);
+    col_int(&rc.res[7], &rc.c[7]);
+    col_int(&rc.res[8], &rc.c[8]);
+    col_str(&rc.res[9], &rc.c[9], rc.ord, sizeof rc.ord);
+    col_int(&rc.res[10], &rc.c[10]);
     if (q_results(st, q, rc.res))
-        s = stmt_fail(st, q, err, errlen, "looking for existing copies of the batch's records");
+        s = stmt_fail(st, q, err, errlen, "%s", what);
     while (s == CSP_OK && (more = q_next(st, q)) == 1) {
         long k = js_ord_of(&b->j, rc.c[0].i);
-        long row = rowcols_read(&rc, 7) ? row_get(b, rc.c[1].i, &rc.row) : -1;
-        if (k < 0 || (size_t)k >= b->nrecs || row < 0 || GROW(b->cand, b->ncand, b->cand_cap)) {
+        int read = rowcols_read(&rc, 7), whole_ord = col_text(&rc.c[9]) || rc.c[9].null;
+        if (k < 0 || (size_t)k >= b->nrecs || !read) {
             s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
             break;
         }
         struct brec *r = &b->recs[k];
+        if (!b->plan && !rc.c[8].i) {
+            if (!whole_ord) {
+                s = plain_fail(CSP_PERMANENT, err, errlen,
+                               "zone id %lld: records row %lld has an ordername longer than %zu "
+                               "bytes; run pdnsutil rectify-zone on the zone",
+                               r->zone->id, rc.c[1].i, sizeof rc.ord - 1);
+                break;
+            }
+            long name = r->kn;
+            if (name < 0 ||
+                known_row(&st->kn, (size_t)name, rc.c[1].i, rc.c[4].null ? NULL : rc.row.type,
+                          rc.c[9].null ? NULL : rc.ord, rc.c[10].i != 0)) {
+                s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+                break;
+            }
+        }
+        if (!rc.c[7].i)
+            continue;
+        long row = row_get(b, rc.c[1].i, &rc.row);
+        if (row < 0 || GROW(b->cand, b->ncand, b->cand_cap)) {
+            s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+            break;
+        }
         if (r->ncand++ == 0)
             r->cand = b->ncand;
         b->cand[b->ncand++] = row;
     }
     if (s == CSP_OK && more < 0)
-        s = stmt_fail(st, q, err, errlen, "looking for existing copies of the batch's records");
+        s = stmt_fail(st, q, err, errlen, "%s", what);
     q_done(st, q, s);
     return s;
 }
@@ -1732,7 +1869,8 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
                        .ttl0 = d->ttl,
                        .exact = 1,
                        .fresh = 1,
-                       .next_fresh = -1};
+                       .next_fresh = -1,
+                       .kn = r->kn};
     snprintf(row.name, sizeof row.name, "%s", d->name);
     snprintf(row.type, sizeof row.type, "%s", type);
     snprintf(row.content, sizeof row.content, "%s", d->content);
@@ -1915,6 +2053,14 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
     if (rc == CSP_OK && !js_close(&b->j))
         rc =
             js_exec(st, &b->j, Q_DELETE, NULL, "deleting records no VM owns any more", err, errlen);
+    for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
+        if (!b->rows[i].deleted || b->rows[i].fresh)
+            continue;
+        if (GROW(st->kn.gone, st->kn.ngone, st->kn.gone_cap))
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory deleting records");
+        else
+            st->kn.gone[st->kn.ngone++] = b->rows[i].id;
+    }
 
     js_open(&b->j);
     for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
@@ -1939,6 +2085,12 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
         rc = js_exec(st, &b->j, Q_INSERT, NULL, "inserting records", err, errlen);
         if (rc == CSP_OK)
             rc = new_ids(st, b, err, errlen);
+    }
+    /* As Q_INSERT wrote them, at names the candidates' read made known. */
+    for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
+        const struct brow *w = &b->rows[i];
+        if (w->fresh && w->kn >= 0 && known_row(&st->kn, (size_t)w->kn, w->id, w->type, NULL, 1))
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory inserting records");
     }
 
     js_open(&b->j);
@@ -2246,6 +2398,63 @@ static int note_ent(void *ud, const char *name)
     return note_name(e->st, e->domain_id, name);
 }
 
+static int cmp_krow(const void *a, const void *b)
+{
+    const struct krow *x = a, *y = b;
+    if (x->domain_id != y->domain_id)
+        return (x->domain_id > y->domain_id) - (x->domain_id < y->domain_id);
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Sorts the known rows by zone and id, leaving each row once and none the transaction deleted. */
+static void known_settle(struct known *k)
+{
+    size_t u = 0;
+    qsort(k->rows, k->nrows, sizeof *k->rows, cmp_krow);
+    if (k->ngone)
+        qsort(k->gone, k->ngone, sizeof *k->gone, cmp_ll);
+    for (size_t i = 0; i < k->nrows; i++) {
+        struct krow *w = &k->rows[i];
+        int dup = u && k->rows[u - 1].domain_id == w->domain_id && k->rows[u - 1].id == w->id;
+        if (dup || (k->ngone && bsearch(&w->id, k->gone, k->ngone, sizeof *k->gone, cmp_ll))) {
+            free(w->ord);
+            continue;
+        }
+        k->rows[u++] = *w;
+    }
+    k->nrows = u;
+}
+
+/* The names of zone domain_id whose rows the store knows, and those rows (from *next on, the
+ * settled rows being sorted by zone), for the rectify. */
+static int known_for_zone(const struct known *k, long long domain_id, size_t *next,
+                          const char **names, struct pdns_rectify_row **rows,
+                          struct pdns_rectify_known *out)
+{
+    size_t nn = 0, nr = 0, i = *next;
+    *rows = malloc((k->nrows ? k->nrows : 1) * sizeof **rows);
+    if (!*rows)
+        return -1;
+    for (size_t j = 0; j < k->nnames; j++)
+        if (k->names[j].domain_id == domain_id)
+            names[nn++] = k->names[j].name;
+    for (; i < k->nrows && k->rows[i].domain_id <= domain_id; i++) {
+        const struct krow *w = &k->rows[i];
+        if (w->domain_id < domain_id)
+            continue;
+        (*rows)[nr++] = (struct pdns_rectify_row){
+            .name = k->names[w->name].name,
+            .id = w->id,
+            .type = w->type_null ? NULL : w->type,
+            .ordername = w->ord,
+            .auth = w->auth,
+        };
+    }
+    *next = i;
+    *out = (struct pdns_rectify_known){names, nn, *rows, nr};
+    return 0;
+}
+
 /* Rectifies (DNSSEC ordername/auth, empty non-terminals) the names changed in each touched zone,
  * inside the transaction, before its serial moves. zones is sorted. */
 static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
@@ -2253,25 +2462,38 @@ static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
     /* Only the names written are rectified; note_ent appends the ENTs behind them. */
     size_t nchg = st->nchg;
     const char **names = malloc((nchg ? nchg : 1) * sizeof *names);
+    const char **kn = malloc((st->kn.nnames ? st->kn.nnames : 1) * sizeof *kn);
     csp_status rc = CSP_OK;
 
-    if (!names)
+    if (!names || !kn) {
+        free(names);
+        free(kn);
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
+    }
+    size_t next = 0;
+    known_settle(&st->kn);
     for (size_t z = 0; z < st->nzones && rc == CSP_OK; z++) {
         const struct zone *zone = zone_by_id(st, st->zones[z]);
         struct ent_note ents = {st, st->zones[z]};
+        struct pdns_rectify_row *rows = NULL;
+        struct pdns_rectify_known known;
         size_t n = 0;
         if (!zone)
             continue; /* deleted from domains meanwhile: nothing left to rectify */
         for (size_t i = 0; i < nchg; i++)
             if (st->chg[i].domain_id == st->zones[z])
                 names[n++] = st->chg[i].name;
-        rc = pdns_rectify_names(st->conn, st->rx, zone->id, zone->name, names, n, note_ent, &ents,
-                                err, errlen);
+        if (known_for_zone(&st->kn, zone->id, &next, kn, &rows, &known))
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
+        else
+            rc = pdns_rectify_names_known(st->conn, st->rx, zone->id, zone->name, names, n, &known,
+                                          note_ent, &ents, err, errlen);
+        free(rows);
         if (rc != CSP_OK && mysql_errno(st->conn) && err_conn_lost(mysql_errno(st->conn)))
             st->lost = 1;
     }
     free(names);
+    free(kn);
     return rc;
 }
 
