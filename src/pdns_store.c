@@ -54,7 +54,8 @@ enum q {
     Q_OWNED,
     Q_OWNED_RO,
     Q_CAND,
-    Q_CAND_RO,
+    Q_SAME,
+    Q_SAME_RO,
     Q_COUNT_OWNERS,
     Q_DISOWN,
     Q_DELETE,
@@ -98,13 +99,18 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
 /* The rows identical to each desired record, "same" marking them (the candidates), and with the
  * first element at each name every other row there too: what the rectify needs at that name
  * (struct known), read here in the same index lookup instead of once more at commit. Only once
- * per name: an instance group's name holds a row per VM, and each of its elements would read
- * them all. */
+ * per name, and only for names few of the chunk's records share (read_candidates): joined by
+ * name alone, each element visits every row at its name. */
 #define CAND_SQL                                                                                   \
     "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, "                            \
     "COALESCE(r.type = j.t AND r.content = j.c, 0), r.disabled, r.ordername, r.auth "              \
     "FROM " JT_REC_FIRST " STRAIGHT_JOIN records r ON " SAME_NAME                                  \
     " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c)) ORDER BY j.k, r.id"
+/* Only the identical rows, in CAND_SQL's columns, through the (name, type) index. */
+#define SAME_SQL                                                                                   \
+    "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, 1, r.disabled, "             \
+    "r.ordername, r.auth FROM " JT_REC_KEYS " STRAIGHT_JOIN records r ON " SAME_ROW                \
+    " ORDER BY j.k, r.id"
 
 /* Q_OWNED is ordered so that of duplicate owned rows the oldest is the one kept. Q_COUNT_OWNERS
  * takes no lock: it runs while the records rows are locked, and every change to a row's owners
@@ -122,7 +128,8 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_OWNED] = OWNED_SQL " FOR UPDATE",
     [Q_OWNED_RO] = OWNED_SQL,
     [Q_CAND] = CAND_SQL " FOR UPDATE",
-    [Q_CAND_RO] = CAND_SQL,
+    [Q_SAME] = SAME_SQL " FOR UPDATE",
+    [Q_SAME_RO] = SAME_SQL,
     [Q_COUNT_OWNERS] = "SELECT o.record_id, COUNT(*) FROM " JT_IDS
                        " STRAIGHT_JOIN cspdns_record o ON o.record_id = j.id GROUP BY o.record_id",
     [Q_DISOWN] = "DELETE o FROM cspdns_record o JOIN JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT "
@@ -1218,6 +1225,7 @@ struct brec { /* a desired record */
     const struct zone *zone; /* NULL: no zone holds it */
     long match;              /* the owned row (index into own) it keeps, or -1 */
     long kn;                 /* its name in the store's known names, or -1 */
+    int by_name;             /* read by CAND_SQL (else SAME_SQL) */
     size_t cand, ncand;      /* rows that compare equal, as read: cand[cand .. cand+ncand) */
     enum pdns_change_kind kind;
     int unchanged, shared;
@@ -1655,30 +1663,16 @@ static int known_row(struct known *k, size_t name, long long id, const char *typ
     return 0;
 }
 
-/* The rows that compare equal (under the table's collation) to each desired record not kept
- * from the VM's own rows; and, for the rectify, every enabled row at those records' names. */
-static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
+/* Runs Q_CAND, Q_SAME or Q_SAME_RO on the JSON in b->j and notes the candidates of each record
+ * and, for the rectify, the rows at names the read made known. */
+static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, char *err,
+                           size_t errlen)
 {
     const char *what = "looking for existing copies of the batch's records";
-    enum q q = b->plan ? Q_CAND_RO : Q_CAND;
     struct rowcols rc;
-    csp_status s = CSP_OK;
     int more;
+    csp_status s = js_exec(st, &b->j, q, NULL, what, err, errlen);
 
-    js_open(&b->j);
-    for (size_t i = 0; i < b->nrecs && s == CSP_OK; i++) {
-        struct brec *r = &b->recs[i];
-        const struct dns_record *d = brec_rec(b, r);
-        if (!r->zone || r->match >= 0)
-            continue;
-        int first = 0;
-        if (!b->plan && (r->kn = known_name(&st->kn, r->zone->id, d->name, 1, &first)) < 0)
-            s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
-        js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, first);
-    }
-    if (js_close(&b->j) || s != CSP_OK)
-        return s;
-    s = js_exec(st, &b->j, q, NULL, what, err, errlen);
     if (s != CSP_OK)
         return s;
     rowcols_bind(&rc, 7);
@@ -1696,7 +1690,7 @@ static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *
             break;
         }
         struct brec *r = &b->recs[k];
-        if (!b->plan && !rc.c[8].i) {
+        if (r->kn >= 0 && !rc.c[8].i) {
             if (!whole_ord) {
                 s = plain_fail(CSP_PERMANENT, err, errlen,
                                "zone id %lld: records row %lld has an ordername longer than %zu "
@@ -1704,9 +1698,7 @@ static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *
                                r->zone->id, rc.c[1].i, sizeof rc.ord - 1);
                 break;
             }
-            long name = r->kn;
-            if (name < 0 ||
-                known_row(&st->kn, (size_t)name, rc.c[1].i, rc.c[4].null ? NULL : rc.row.type,
+            if (known_row(&st->kn, (size_t)r->kn, rc.c[1].i, rc.c[4].null ? NULL : rc.row.type,
                           rc.c[9].null ? NULL : rc.ord, rc.c[10].i != 0)) {
                 s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
                 break;
@@ -1726,6 +1718,84 @@ static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *
     if (s == CSP_OK && more < 0)
         s = stmt_fail(st, q, err, errlen, "%s", what);
     q_done(st, q, s);
+    return s;
+}
+
+/* A name more of a chunk's records share is read through the (name, type) index: it is most
+ * likely an instance group's, which holds a row per member, and reading them all once per
+ * record cost more than the rectify's read it saves. */
+#define BY_NAME_MAX 4
+
+/* Marks the records whose name at most BY_NAME_MAX of the chunk's records to look up share. */
+static int cand_by_name(struct batch *b)
+{
+    struct strmap *seen = NULL;
+    size_t *count = calloc(b->nrecs ? b->nrecs : 1, sizeof *count), n = 0;
+    long *slot = calloc(b->nrecs ? b->nrecs : 1, sizeof *slot);
+    int rc = !count || !slot || strmap_new(&seen) ? -1 : 0;
+
+    for (size_t i = 0; i < b->nrecs && rc == 0; i++) {
+        const struct brec *r = &b->recs[i];
+        char low[DNS_NAME_BUFSZ], key[DNS_NAME_BUFSZ + 32];
+        void *v;
+        slot[i] = -1;
+        if (!r->zone || r->match >= 0)
+            continue;
+        lower_copy(low, brec_rec(b, r)->name, sizeof low);
+        snprintf(key, sizeof key, "%lld %s", r->zone->id, low);
+        if (strmap_get(seen, key, &v)) {
+            slot[i] = (long)(uintptr_t)v - 1;
+        } else if (strmap_add(seen, key, (void *)(uintptr_t)(n + 1)) < 0) {
+            rc = -1;
+            break;
+        } else {
+            slot[i] = (long)n++;
+        }
+        count[slot[i]]++;
+    }
+    for (size_t i = 0; i < b->nrecs && rc == 0; i++)
+        b->recs[i].by_name = slot[i] >= 0 && count[slot[i]] <= BY_NAME_MAX;
+    strmap_free(seen, NULL);
+    free(count);
+    free(slot);
+    return rc;
+}
+
+/* The rows that compare equal (under the table's collation) to each desired record not kept
+ * from the VM's own rows; and, for the rectify, every enabled row at most of those records'
+ * names (plans take no part in a commit, so they read only the candidates). */
+static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
+{
+    csp_status s = CSP_OK;
+
+    if (!b->plan && cand_by_name(b))
+        return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+    js_open(&b->j);
+    for (size_t i = 0; i < b->nrecs && s == CSP_OK && !b->plan; i++) {
+        struct brec *r = &b->recs[i];
+        const struct dns_record *d = brec_rec(b, r);
+        if (!r->by_name)
+            continue;
+        int first = 0;
+        if ((r->kn = known_name(&st->kn, r->zone->id, d->name, 1, &first)) < 0)
+            s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+        js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, first);
+    }
+    if (!js_close(&b->j) && s == CSP_OK)
+        s = cand_run(st, b, Q_CAND, err, errlen);
+    js_open(&b->j);
+    for (size_t i = 0; i < b->nrecs && s == CSP_OK; i++) {
+        struct brec *r = &b->recs[i];
+        const struct dns_record *d = brec_rec(b, r);
+        if (!r->zone || r->match >= 0 || r->by_name)
+            continue;
+        /* A name an earlier chunk made known stays so: the rows this one inserts there join. */
+        if (!b->plan)
+            r->kn = known_name(&st->kn, r->zone->id, d->name, 0, NULL);
+        js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, d->ttl);
+    }
+    if (!js_close(&b->j) && s == CSP_OK)
+        s = cand_run(st, b, b->plan ? Q_SAME_RO : Q_SAME, err, errlen);
     return s;
 }
 

@@ -1548,6 +1548,77 @@ static void test_rectify_known_rows(struct ctx *t)
             t->fwd.id, x, y, below, z);
 }
 
+static long long ent_rows(struct ctx *t, const char *name)
+{
+    return e2e_sql_int(t->db,
+                       "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' AND "
+                       "type IS NULL",
+                       t->fwd.id, name);
+}
+
+/* A name many records of a chunk share (an instance group's) is looked up by its records, not
+ * read whole, so the rectify must read it itself; and a name an earlier part of the transaction
+ * made known stays complete when such a part adds rows there. */
+static void test_rectify_shared_name(struct ctx *t)
+{
+    enum { N = 6 };
+    static struct dns_record r[N];
+    static char ids[N][48];
+    struct pdns_vm_records v[N];
+    struct pdns_apply_stats st;
+    struct rset s = {.n = 0};
+    char g[256], vm[64], err[512];
+
+    printf("  the rectify reads a name many records of a batch share, and keeps one it knows\n");
+    snprintf(g, sizeof g, "kg.%s", t->fwd.name);
+    snprintf(vm, sizeof vm, "%s-kga", t->p);
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, 'a.%s', 'A', '10.9.2.9', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
+            "NULL, NULL, NULL, 0, NULL, 1)",
+            t->fwd.id, g, t->fwd.id, g);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "%s-kg%u", t->p, i);
+        memset(&r[i], 0, sizeof r[i]);
+        snprintf(r[i].name, sizeof r[i].name, "%s", g);
+        r[i].type = DNS_RR_A;
+        r[i].ttl = 60;
+        snprintf(r[i].content, sizeof r[i].content, "10.9.2.%u", i + 1);
+        v[i] = (struct pdns_vm_records){.vm_id = ids[i], .recs = &r[i], .n = 1};
+    }
+    /* One batch: N records at g, whose ENT row must go. */
+    CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(ent_rows(t, g), 0);
+
+    /* All gone again: g is an empty non-terminal once more. */
+    for (unsigned i = 0; i < N; i++)
+        v[i].n = 0;
+    CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(ent_rows(t, g), 1);
+
+    /* One transaction: a VM's record makes g known, goes again, and a batch sharing g adds N
+     * rows there. g is real at commit: its ENT row goes. */
+    for (unsigned i = 0; i < N; i++)
+        v[i].n = 1;
+    add(&s, DNS_RR_A, g, "10.9.2.100", 60);
+    CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+    memset(&st, 0, sizeof st);
+    CHECK_INT(apply_in_txn(t, vm, &s, &st), CSP_OK);
+    CHECK_INT(apply_in_txn(t, vm, NULL, &st), CSP_OK);
+    CHECK_INT(pdns_store_apply_many(t->st, v, N, err, sizeof err), CSP_OK);
+    CHECK_INT(pdns_store_commit(t->st, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(ent_rows(t, g), 0);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
+                          "AND type = 'A'",
+                          t->fwd.id, g),
+              N);
+    for (unsigned i = 0; i < N; i++)
+        v[i].n = 0;
+    CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &st, err, sizeof err), CSP_OK);
+    E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND name LIKE '%%%s'", t->fwd.id, g);
+}
+
 static void test_ping(struct ctx *t)
 {
     char err[512];
@@ -1608,6 +1679,7 @@ int main(void)
     test_kill_mid_batch(&t);
     test_ping(&t);
     test_rectify_known_rows(&t);
+    test_rectify_shared_name(&t);
     test_equivalence(&t);
     test_big_batch(&t);
     cleanup(&t);
