@@ -633,7 +633,7 @@ static void index_rows(struct ctx *c)
 
 /* Marks the nodes whose rows the caller gave and adds those rows, as read_rows would read them:
  * the store has just read (or written) every row at most of the names it changed, and reading
- * them again was a third of the rectify's time. */
+ * them again was half the rectify's time in a backlog. */
 static csp_status known_rows(struct ctx *c)
 {
     const struct pdns_rectify_known *k = c->known;
