@@ -40,4 +40,29 @@ csp_status pdns_rectify_names(MYSQL *db, struct pdns_rectify_stmts *stmts, long 
                               const char *zone, const char *const *names, size_t n,
                               pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);
 
+/* A records row at a name the caller has just read or written (enabled rows only). */
+struct pdns_rectify_row {
+    const char *name; /* as in names[], no trailing dot */
+    long long id;
+    const char *type;      /* NULL: an empty non-terminal row */
+    const char *ordername; /* NULL when NULL */
+    int auth;
+};
+
+/* Every enabled row, as the open transaction sees it now, at each of names[0..nnames): the
+ * rectify takes them instead of reading those names again. A name without rows is listed with
+ * none. */
+struct pdns_rectify_known {
+    const char *const *names;
+    size_t nnames;
+    const struct pdns_rectify_row *rows;
+    size_t nrows;
+};
+
+/* pdns_rectify_names, taking the rows at known's names from known (NULL: reads every name). */
+csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
+                                    long long domain_id, const char *zone, const char *const *names,
+                                    size_t n, const struct pdns_rectify_known *known,
+                                    pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);
+
 #endif

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "json.h"
+#include "strmap.h"
 #include "textbuf.h"
 
 #define NAME_BUFSZ 256
@@ -46,6 +47,7 @@ struct row {
 struct node {
     char name[NAME_BUFSZ];
     int given, apex;
+    int known; /* its rows came with the call (pdns_rectify_known): not read */
     int real, has_ns, has_ds, has_non_ns, ent_rows;
     int scan;                     /* descendants outside the node set decide its ENT state */
     size_t r0, rn;                /* its rows: rows[r0 .. r0 + rn) once read_rows sorted them */
@@ -55,6 +57,7 @@ struct node {
 struct ctx {
     MYSQL *db;
     struct pdns_rectify_stmts *stmts;
+    const struct pdns_rectify_known *known;
     long long domain_id;
     const char *zone;
     size_t zlen;
@@ -341,7 +344,7 @@ static struct node *find_node(struct ctx *c, const char *name)
     return bsearch(&key, c->nodes, c->nn, sizeof *c->nodes, cmp_node);
 }
 
-/* Appends a node; collect sorts the nodes and merges duplicates afterwards. */
+/* Appends a node; collect adds each name once and sorts the nodes afterwards. */
 static int add_node(struct ctx *c, const char *name, int given)
 {
     if (c->nn == c->ncap) {
@@ -628,17 +631,55 @@ static void index_rows(struct ctx *c)
         c->any_ns |= c->nodes[i].has_ns;
 }
 
-/* All enabled rows at the node names, CHUNK names a statement. The names come as one JSON
- * array, so the statement's text never changes and one kept statement serves every batch;
- * joined through the (name, type) index, that is also about half the server time of an IN
- * list (whose range analysis costs per value). */
+/* Marks the nodes whose rows the caller gave and adds those rows, as read_rows would read them:
+ * the store has just read (or written) every row at most of the names it changed, and reading
+ * them again was half the rectify's time in a backlog. */
+static csp_status known_rows(struct ctx *c)
+{
+    const struct pdns_rectify_known *k = c->known;
+    char buf[NAME_BUFSZ];
+    if (!k)
+        return CSP_OK;
+    for (size_t i = 0; i < k->nnames; i++) {
+        copy(buf, sizeof buf, k->names[i]);
+        lower(buf);
+        struct node *n = find_node(c, buf);
+        if (n)
+            n->known = 1;
+    }
+    for (size_t i = 0; i < k->nrows; i++) {
+        const struct pdns_rectify_row *kr = &k->rows[i];
+        copy(buf, sizeof buf, kr->name);
+        lower(buf);
+        struct node *n = find_node(c, buf);
+        if (!n || !n->known)
+            continue;
+        struct row w = {.id = kr->id, .node = (size_t)(n - c->nodes)};
+        w.type_null = kr->type == NULL;
+        copy(w.type, sizeof w.type, kr->type ? kr->type : "");
+        w.ord_null = kr->ordername == NULL;
+        copy(w.ord, sizeof w.ord, kr->ordername ? kr->ordername : "");
+        w.auth = kr->auth != 0;
+        if (add_row(c, &w))
+            return fail(c, CSP_TRANSIENT, "out of memory taking the rows of zone %s", c->zone);
+    }
+    return CSP_OK;
+}
+
+/* All enabled rows at the node names (but those known_rows took), CHUNK names a statement. The
+ * names come as one JSON array, so the statement's text never changes and one kept statement serves
+ * every batch; joined through the (name, type) index, that is also about half the server time of an
+ * IN list (whose range analysis costs per value). */
 static csp_status read_rows(struct ctx *c)
 {
     const char *what = "reading the rows at the changed names and their ancestors";
     char sql[512];
     textbuf js = TEXTBUF_INIT;
-    csp_status rc = name_collation(c);
+    csp_status rc = known_rows(c);
+    size_t next = 0;
 
+    if (rc == CSP_OK)
+        rc = name_collation(c);
     if (rc != CSP_OK)
         return rc;
     snprintf(sql, sizeof sql,
@@ -646,20 +687,24 @@ static csp_status read_rows(struct ctx *c)
              "(n VARCHAR(255) COLLATE %s PATH '$')) j STRAIGHT_JOIN records r FORCE INDEX "
              "(nametype_index) ON r.name = j.n WHERE r.domain_id = ? AND r.disabled = 0",
              c->stmts->collation);
-    for (size_t base = 0; base < c->nn && rc == CSP_OK; base += CHUNK) {
-        size_t k = c->nn - base < CHUNK ? c->nn - base : CHUNK;
+    while (rc == CSP_OK) {
+        size_t k = 0;
         int oom = 0;
         textbuf_reset(&js);
         oom |= textbuf_putc(&js, '[');
-        for (size_t i = 0; i < k; i++) {
-            const char *name = c->nodes[base + i].name;
-            oom |= (i && textbuf_putc(&js, ',')) || json_write_string(&js, name, strlen(name));
+        for (; next < c->nn && k < CHUNK; next++) {
+            const char *name = c->nodes[next].name;
+            if (c->nodes[next].known)
+                continue;
+            oom |= (k++ && textbuf_putc(&js, ',')) || json_write_string(&js, name, strlen(name));
         }
         oom |= textbuf_putc(&js, ']');
         if (oom) {
             rc = fail(c, CSP_TRANSIENT, "out of memory while %s", what);
             break;
         }
+        if (!k)
+            break;
         struct prm p[2] = {{P_STR, textbuf_str(&js), 0}, {P_INT, NULL, c->domain_id}};
         MYSQL_STMT *st = NULL;
         if ((rc = run(c, sql, p, 2, &st, what)) != CSP_OK)
@@ -670,7 +715,7 @@ static csp_status read_rows(struct ctx *c)
         while ((r = fetch(c, st, cols, isnull, 5, what, &rc)) == 1) {
             lower(cols[1]);
             struct node *n = find_node(c, cols[1]);
-            if (!n)
+            if (!n || n->known)
                 continue;
             struct row w = {.id = strtoll(cols[0], NULL, 10), .node = (size_t)(n - c->nodes)};
             w.type_null = isnull[2];
@@ -1125,36 +1170,51 @@ static csp_status fix_ent(struct ctx *c, size_t i)
 
 /* ---- entry point ----------------------------------------------------------------------------- */
 
+/* Each name once, with its ancestors below the apex. A name already seen has had its ancestors
+ * added, so the walk up stops there: the names of a batch share most of their ancestors (an
+ * ip6.arpa name has twenty), and adding them per name made the node set several times larger
+ * than the distinct names, all of it sorted and merged again. */
 static csp_status collect(struct ctx *c, const char *const *names, size_t n)
 {
     char buf[NAME_BUFSZ];
-    for (size_t i = 0; i < n; i++) {
-        if (!names[i] || strlen(names[i]) >= sizeof buf)
-            return fail(c, CSP_PERMANENT, "internal error: name %zu given for rectify is %s", i,
-                        names[i] ? "too long" : "NULL");
+    struct strmap *seen = NULL;
+    csp_status rc = CSP_OK;
+
+    if (strmap_new(&seen))
+        return fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+    for (size_t i = 0; i < n && rc == CSP_OK; i++) {
+        if (!names[i] || strlen(names[i]) >= sizeof buf) {
+            rc = fail(c, CSP_PERMANENT, "internal error: name %zu given for rectify is %s", i,
+                      names[i] ? "too long" : "NULL");
+            break;
+        }
         snprintf(buf, sizeof buf, "%s", names[i]);
         lower(buf);
-        if (!in_zone(c, buf) || strchr(buf, '\\'))
-            return fail(c, CSP_PERMANENT,
-                        "internal error: name \"%s\" given for rectify is not a plain name in "
-                        "zone %s",
-                        buf, c->zone);
-        if (add_node(c, buf, 1))
-            return fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
-        for (const char *a = parent(buf); a && strcmp(a, c->zone); a = parent(a))
-            if (add_node(c, a, 0))
-                return fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+        if (!in_zone(c, buf) || strchr(buf, '\\')) {
+            rc = fail(c, CSP_PERMANENT,
+                      "internal error: name \"%s\" given for rectify is not a plain name in "
+                      "zone %s",
+                      buf, c->zone);
+            break;
+        }
+        int given = 1;
+        for (const char *a = buf; a && rc == CSP_OK; a = parent(a)) {
+            if (!given && !strcmp(a, c->zone))
+                break;
+            void *v;
+            if (strmap_get(seen, a, &v)) {
+                c->nodes[(uintptr_t)v - 1].given |= given;
+                break;
+            }
+            if (add_node(c, a, given) || strmap_add(seen, a, (void *)(uintptr_t)c->nn) < 0)
+                rc = fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+            given = 0;
+        }
     }
-    qsort(c->nodes, c->nn, sizeof *c->nodes, cmp_node);
-    size_t u = 0;
-    for (size_t i = 0; i < c->nn; i++) {
-        if (u && !strcmp(c->nodes[u - 1].name, c->nodes[i].name))
-            c->nodes[u - 1].given |= c->nodes[i].given;
-        else
-            c->nodes[u++] = c->nodes[i];
-    }
-    c->nn = u;
-    return CSP_OK;
+    strmap_free(seen, NULL);
+    if (rc == CSP_OK)
+        qsort(c->nodes, c->nn, sizeof *c->nodes, cmp_node);
+    return rc;
 }
 
 /* The ENT rows flush wrote, to on_ent. A name that also has records and loses a stale ENT row
@@ -1174,10 +1234,20 @@ csp_status pdns_rectify_names(MYSQL *db, struct pdns_rectify_stmts *stmts, long 
                               const char *zone, const char *const *names, size_t n,
                               pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
 {
+    return pdns_rectify_names_known(db, stmts, domain_id, zone, names, n, NULL, on_ent, ud, err,
+                                    errlen);
+}
+
+csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
+                                    long long domain_id, const char *zone, const char *const *names,
+                                    size_t n, const struct pdns_rectify_known *known,
+                                    pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
+{
     char z[NAME_BUFSZ];
     struct pdns_rectify_stmts own = {0};
     struct ctx c = {.db = db,
                     .stmts = stmts ? stmts : &own,
+                    .known = known,
                     .domain_id = domain_id,
                     .zone = z,
                     .err = err,

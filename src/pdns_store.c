@@ -54,7 +54,8 @@ enum q {
     Q_OWNED,
     Q_OWNED_RO,
     Q_CAND,
-    Q_CAND_RO,
+    Q_SAME,
+    Q_SAME_RO,
     Q_COUNT_OWNERS,
     Q_DISOWN,
     Q_DELETE,
@@ -69,14 +70,22 @@ enum q {
     Q_COUNT
 };
 
-#define JT_VMS "JSON_TABLE(?, '$[*]' COLUMNS (k INT PATH '$[0]', v VARCHAR(64) {V} PATH '$[1]')) j"
+/* A list's position is its FOR ORDINALITY column k (from 1), not a number in each element: every
+ * column JSON_TABLE reads costs a path walk per row, and in the candidates' read of a 500-VM
+ * batch the table's columns took more time than the 1,600 index lookups (MariaDB 10.11). The
+ * writer maps k back to what it stands for (struct jsarg's ord). */
+#define JT_VMS "JSON_TABLE(?, '$[*]' COLUMNS (k FOR ORDINALITY, v VARCHAR(64) {V} PATH '$')) j"
 #define JT_IDS "JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) j"
 /* c is as wide as the longest content the store holds (struct dns_record, DNS_NAME_BUFSZ), not
- * as records.content: rows of 64,000 characters made the sort of Q_INSERT about 15% slower. */
-#define JT_RECS                                                                                    \
-    "JSON_TABLE(?, '$[*]' COLUMNS (k INT PATH '$[0]', d BIGINT PATH '$[1]', "                      \
-    "n VARCHAR(255) {R} PATH '$[2]', t VARCHAR(10) {R} PATH '$[3]', "                              \
-    "c VARCHAR(255) {R} PATH '$[4]', ttl INT PATH '$[5]')) j"
+ * as records.content: rows of 64,000 characters made the sort of Q_INSERT about 15% slower.
+ * Elements are [domain_id, name, type, content, ttl]; JT_REC_KEYS reads them without the TTL. */
+#define JT_REC_COLS                                                                                \
+    "k FOR ORDINALITY, d BIGINT PATH '$[0]', n VARCHAR(255) {R} PATH '$[1]', "                     \
+    "t VARCHAR(10) {R} PATH '$[2]', c VARCHAR(255) {R} PATH '$[3]'"
+#define JT_RECS "JSON_TABLE(?, '$[*]' COLUMNS (" JT_REC_COLS ", ttl INT PATH '$[4]')) j"
+#define JT_REC_KEYS "JSON_TABLE(?, '$[*]' COLUMNS (" JT_REC_COLS ")) j"
+/* The candidates' read: the fifth field is 1 for the first element at a name not yet known. */
+#define JT_REC_FIRST "JSON_TABLE(?, '$[*]' COLUMNS (" JT_REC_COLS ", f INT PATH '$[4]')) j"
 _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any record's content");
 #define OWNED_SQL                                                                                  \
     "SELECT j.k, o.record_id, r.id, r.domain_id, r.name, r.type, r.content, r.ttl FROM " JT_VMS    \
@@ -85,10 +94,23 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
 /* Rows identical to a desired record. The optimizer, knowing nothing of the JSON's size, would
  * reach records through its domain_id index and scan a whole zone per record; "+ 0" leaves it
  * only the (name, type) index. */
-#define SAME_ROW "r.name = j.n AND r.type = j.t AND r.domain_id + 0 = j.d AND r.content = j.c"
+#define SAME_NAME "r.name = j.n AND r.domain_id + 0 = j.d"
+#define SAME_ROW SAME_NAME " AND r.type = j.t AND r.content = j.c"
+/* The rows identical to each desired record, "same" marking them (the candidates), and with the
+ * first element at each name every other row there too: what the rectify needs at that name
+ * (struct known), read here in the same index lookup instead of once more at commit. Only once
+ * per name, and only for names few of the chunk's records share (read_candidates): joined by
+ * name alone, each element visits every row at its name. */
 #define CAND_SQL                                                                                   \
-    "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl FROM " JT_RECS                \
-    " STRAIGHT_JOIN records r ON " SAME_ROW " ORDER BY j.k, r.id"
+    "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, "                            \
+    "COALESCE(r.type = j.t AND r.content = j.c, 0), r.disabled, r.ordername, r.auth "              \
+    "FROM " JT_REC_FIRST " STRAIGHT_JOIN records r ON " SAME_NAME                                  \
+    " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c)) ORDER BY j.k, r.id"
+/* Only the identical rows, in CAND_SQL's columns, through the (name, type) index. */
+#define SAME_SQL                                                                                   \
+    "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, 1, r.disabled, "             \
+    "r.ordername, r.auth FROM " JT_REC_KEYS " STRAIGHT_JOIN records r ON " SAME_ROW                \
+    " ORDER BY j.k, r.id"
 
 /* Q_OWNED is ordered so that of duplicate owned rows the oldest is the one kept. Q_COUNT_OWNERS
  * takes no lock: it runs while the records rows are locked, and every change to a row's owners
@@ -106,7 +128,8 @@ static const char *const q_sql[Q_COUNT] = {
     [Q_OWNED] = OWNED_SQL " FOR UPDATE",
     [Q_OWNED_RO] = OWNED_SQL,
     [Q_CAND] = CAND_SQL " FOR UPDATE",
-    [Q_CAND_RO] = CAND_SQL,
+    [Q_SAME] = SAME_SQL " FOR UPDATE",
+    [Q_SAME_RO] = SAME_SQL,
     [Q_COUNT_OWNERS] = "SELECT o.record_id, COUNT(*) FROM " JT_IDS
                        " STRAIGHT_JOIN cspdns_record o ON o.record_id = j.id GROUP BY o.record_id",
     [Q_DISOWN] = "DELETE o FROM cspdns_record o JOIN JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT "
@@ -120,7 +143,7 @@ static const char *const q_sql[Q_COUNT] = {
                  " ORDER BY j.k",
     /* The new rows' ids where AUTO_INCREMENT need not hand them out consecutively (see
      * db_collations): read back by content, among rows no older than the first id of the insert. */
-    [Q_NEW_IDS] = "SELECT j.k, r.id, r.name, r.content FROM " JT_RECS
+    [Q_NEW_IDS] = "SELECT j.k, r.id, r.name, r.content FROM " JT_REC_KEYS
                   " STRAIGHT_JOIN records r ON " SAME_ROW " WHERE r.id >= ?",
     [Q_OWN] = "INSERT INTO cspdns_record (record_id, vm_id) SELECT j.id, j.v FROM JSON_TABLE(?, "
               "'$[*]' COLUMNS (id BIGINT PATH '$[0]', v VARCHAR(64) {V} PATH '$[1]')) j",
@@ -151,6 +174,32 @@ struct zone {
     char name[DNS_NAME_BUFSZ]; /* lowercase, no trailing dot */
 };
 
+/* A name all of whose rows the open transaction has read, and those rows (enabled ones), for
+ * pdns_rectify_names_known. */
+struct kname {
+    long long domain_id;
+    char *name; /* lowercase, no trailing dot */
+};
+
+struct krow {
+    size_t name; /* index into names */
+    long long domain_id, id;
+    char type[TYPE_BUFSZ];
+    int type_null;
+    char *ord; /* NULL when NULL */
+    int auth;
+};
+
+struct known {
+    struct strmap *by_name; /* "domain_id name" -> index + 1 into names */
+    struct kname *names;
+    size_t nnames, names_cap;
+    struct krow *rows; /* a row read twice is here twice, until known_settle */
+    size_t nrows, rows_cap;
+    long long *gone; /* ids of rows deleted since begin */
+    size_t ngone, gone_cap;
+};
+
 /* An owner name whose records rows changed in the open transaction. */
 struct changed {
     long long domain_id;
@@ -178,6 +227,10 @@ struct pdns_store {
     struct changed *chg;
     size_t nchg, chg_cap;
     struct strmap *chg_seen;
+    /* What the rectify would read at the changed names, where the store has read it already
+     * (every row at each desired record's name, from the candidates' read) and kept it up to
+     * date (rows inserted added, rows deleted in gone). */
+    struct known kn;
     char **changed_out;
     size_t nchanged_out;
     struct pdns_changed_zone *zones_out;
@@ -187,6 +240,7 @@ struct pdns_store {
     struct zone *zv;
     size_t nzv;
     struct strmap *zmap;
+    size_t zlabels; /* the most labels a zone's name has */
     long long zsig[3];
     int zloaded, zchecked;
     /* Ids one INSERT ... SELECT hands out are consecutive, this far apart (0: they need not be,
@@ -435,6 +489,17 @@ static void q_done(struct pdns_store *st, enum q id, csp_status rc)
 /* ---- connection ---------------------------------------------------------------------------- */
 
 /* Forgets what the open transaction changed (it was rolled back, or a new one starts). */
+static void known_reset(struct known *k)
+{
+    for (size_t i = 0; i < k->nnames; i++)
+        free(k->names[i].name);
+    for (size_t i = 0; i < k->nrows; i++)
+        free(k->rows[i].ord);
+    k->nnames = k->nrows = k->ngone = 0;
+    if (k->by_name)
+        strmap_clear(k->by_name, NULL);
+}
+
 static void changes_reset(struct pdns_store *st)
 {
     for (size_t i = 0; i < st->nchg; i++)
@@ -443,6 +508,7 @@ static void changes_reset(struct pdns_store *st)
     st->nzones = 0;
     if (st->chg_seen)
         strmap_clear(st->chg_seen, NULL);
+    known_reset(&st->kn);
 }
 
 static void changed_out_free(struct pdns_store *st)
@@ -784,7 +850,7 @@ static csp_status store_open(const struct settings *s, int readonly, struct pdns
     st->tls_cert = s->mysql_tls_cert ? strdup(s->mysql_tls_cert) : NULL;
     st->tls_key = s->mysql_tls_key ? strdup(s->mysql_tls_key) : NULL;
     if (!st->host || !st->db || !st->user || !st->password || strmap_new(&st->chg_seen) ||
-        strmap_new(&st->zmap) || pdns_rectify_stmts_new(&st->rx) ||
+        strmap_new(&st->zmap) || pdns_rectify_stmts_new(&st->rx) || strmap_new(&st->kn.by_name) ||
         (s->mysql_tls_ca && !st->tls_ca) || (s->mysql_tls_cert && !st->tls_cert) ||
         (s->mysql_tls_key && !st->tls_key)) {
         pdns_store_free(st);
@@ -827,6 +893,11 @@ void pdns_store_free(struct pdns_store *st)
     changed_out_free(st);
     free(st->chg);
     strmap_free(st->chg_seen, NULL);
+    known_reset(&st->kn);
+    free(st->kn.names);
+    free(st->kn.rows);
+    free(st->kn.gone);
+    strmap_free(st->kn.by_name, NULL);
     strmap_free(st->zmap, NULL);
     free(st->zv);
     pdns_rectify_stmts_free(st->rx);
@@ -987,6 +1058,14 @@ static void lower_copy(char *out, const char *in, size_t outsz)
     out[i] = '\0';
 }
 
+static size_t label_count(const char *name)
+{
+    size_t n = 1;
+    for (; *name; name++)
+        n += *name == '.';
+    return n;
+}
+
 static csp_status zones_load(struct pdns_store *st, char *err, size_t errlen)
 {
     MYSQL_BIND res[2];
@@ -1033,7 +1112,11 @@ static csp_status zones_load(struct pdns_store *st, char *err, size_t errlen)
     }
     qsort(v, n, sizeof *v, cmp_zone_id);
     strmap_clear(st->zmap, NULL);
+    st->zlabels = 0;
     for (size_t i = 0; i < n; i++) {
+        size_t labels = label_count(v[i].name);
+        if (labels > st->zlabels)
+            st->zlabels = labels;
         if (strmap_add(st->zmap, v[i].name, &v[i]) < 0) {
             strmap_clear(st->zmap, NULL);
             free(v);
@@ -1085,22 +1168,21 @@ static csp_status zones_fresh(struct pdns_store *st, char *err, size_t errlen)
 /* The longest zone that holds name, or NULL. */
 static const struct zone *zone_of(const struct pdns_store *st, const char *name)
 {
-    const char *cand[ZONE_CANDIDATES], *zp[ZONE_CANDIDATES];
-    const struct zone *zz[ZONE_CANDIDATES];
+    const char *cand[ZONE_CANDIDATES];
     char low[DNS_NAME_BUFSZ];
-    size_t nz = 0;
 
     lower_copy(low, name, sizeof low);
-    size_t nc = dns_name_suffixes(low, cand, ZONE_CANDIDATES);
-    for (size_t i = 0; i < nc; i++) {
+    size_t nc = dns_name_suffixes(low, cand, ZONE_CANDIDATES), labels = label_count(low);
+    /* Longest first, so the first zone found is the one that holds the name; suffixes with more
+     * labels than any zone are not looked up (an ip6.arpa name has twenty more than its zone). */
+    for (size_t i = labels > st->zlabels ? labels - st->zlabels : 0; i < nc; i++) {
         void *v;
         if (strmap_get(st->zmap, cand[i], &v)) {
-            zz[nz] = v;
-            zp[nz++] = ((const struct zone *)v)->name;
+            const char *zp = ((const struct zone *)v)->name;
+            return dns_zone_match(low, &zp, 1) == 0 ? v : NULL;
         }
     }
-    int k = dns_zone_match(low, zp, nz);
-    return k >= 0 ? zz[k] : NULL;
+    return NULL;
 }
 
 static const struct zone *zone_by_id(const struct pdns_store *st, long long id)
@@ -1125,6 +1207,7 @@ struct brow {     /* a records row the chunk reads or inserts */
     int exact;        /* name, type and content were read whole */
     int deleted, fresh;
     long next_fresh; /* fresh rows: the next one with the same key, or -1 */
+    long kn;         /* fresh rows: its name in the store's known names, or -1 */
     char name[DNS_NAME_BUFSZ];
     char type[TYPE_BUFSZ];
     char content[DNS_NAME_BUFSZ];
@@ -1141,6 +1224,8 @@ struct brec { /* a desired record */
     size_t vm, i;
     const struct zone *zone; /* NULL: no zone holds it */
     long match;              /* the owned row (index into own) it keeps, or -1 */
+    long kn;                 /* its name in the store's known names, or -1 */
+    int by_name;             /* read by CAND_SQL (else SAME_SQL) */
     size_t cand, ncand;      /* rows that compare equal, as read: cand[cand .. cand+ncand) */
     enum pdns_change_kind kind;
     int unchanged, shared;
@@ -1158,10 +1243,14 @@ struct bpair {
     size_t vm;
 };
 
-/* A statement's JSON parameter being built: "[[1,\"a\"],[2,\"b\"]]" or "[1,2]". */
+/* A statement's JSON parameter being built: "[[1,\"a\"],[2,\"b\"]]" or "[1,2]". ord[k - 1] is
+ * what the element of ordinal k stands for (an index into the batch's records or rows), where
+ * the results name elements by their JT_* column k. */
 struct jsarg {
     textbuf js;
     int oom; /* it ran out of memory */
+    size_t *ord;
+    size_t nord, ord_cap;
 };
 
 struct batch {
@@ -1195,6 +1284,7 @@ static void batch_free(struct batch *b)
     free(b->cand);
     free(b->pairs);
     textbuf_free(&b->j.js);
+    free(b->j.ord);
     memset(b, 0, sizeof *b);
 }
 
@@ -1218,6 +1308,7 @@ static int batch_init(struct batch *b, struct pdns_vm_records *vms, size_t n, in
             r->vm = v;
             r->i = i;
             r->match = -1;
+            r->kn = -1;
         }
     }
     return 0;
@@ -1263,6 +1354,7 @@ static long row_get(struct batch *b, long long id, const struct brow *read)
 
 static void js_open(struct jsarg *a)
 {
+    a->nord = 0;
     textbuf_reset(&a->js);
     a->oom = textbuf_putc(&a->js, '[') != 0;
 }
@@ -1282,6 +1374,31 @@ static void js_str(struct jsarg *a, const char *s)
 {
     a->oom |= textbuf_putc(&a->js, ',') != 0;
     a->oom |= json_write_string(&a->js, s, strlen(s)) != 0;
+}
+
+/* An element that is a string: ["a","b"]. */
+static void js_str_item(struct jsarg *a, const char *s)
+{
+    if (a->js.len > 1)
+        a->oom |= textbuf_putc(&a->js, ',') != 0;
+    a->oom |= json_write_string(&a->js, s, strlen(s)) != 0;
+}
+
+/* Notes that the next element stands for index i. */
+static void js_ord(struct jsarg *a, size_t i)
+{
+    if (GROW(a->ord, a->nord, a->ord_cap)) {
+        a->oom = 1;
+        return;
+    }
+    a->ord[a->nord++] = i;
+}
+
+/* The index that element k (JT_* ordinality, from 1) of the last JSON stands for; -1 when no
+ * element has that ordinal. */
+static long js_ord_of(const struct jsarg *a, long long k)
+{
+    return k >= 1 && (unsigned long long)k <= a->nord ? (long)a->ord[k - 1] : -1;
 }
 
 static void js_close_item(struct jsarg *a)
@@ -1308,16 +1425,18 @@ static csp_status js_exec(struct pdns_store *st, const struct jsarg *a, enum q i
     return CSP_OK;
 }
 
-static void js_rec(struct batch *b, long long k, long long domain_id, const char *name,
-                   const char *type, const char *content, long long ttl)
+/* An element of JT_RECS / JT_REC_KEYS / JT_REC_FIRST standing for index i; last is the TTL, or
+ * JT_REC_FIRST's f. */
+static void js_rec(struct batch *b, size_t i, long long domain_id, const char *name,
+                   const char *type, const char *content, long long last)
 {
+    js_ord(&b->j, i);
     js_item(&b->j);
-    js_int(&b->j, k, 1);
-    js_int(&b->j, domain_id, 0);
+    js_int(&b->j, domain_id, 1);
     js_str(&b->j, name);
     js_str(&b->j, type);
     js_str(&b->j, content);
-    js_int(&b->j, ttl, 0);
+    js_int(&b->j, last, 0);
     js_close_item(&b->j);
 }
 
@@ -1346,12 +1465,8 @@ static csp_status lock_vms(struct pdns_store *st, struct batch *b, char *err, si
         ids[v] = b->vms[v].vm_id;
     qsort(ids, b->nvms, sizeof *ids, cmp_cstr);
     js_open(&b->j);
-    for (size_t v = 0; v < b->nvms; v++) {
-        js_item(&b->j);
-        js_int(&b->j, (long long)v, 1);
-        js_str(&b->j, ids[v]);
-        js_close_item(&b->j);
-    }
+    for (size_t v = 0; v < b->nvms; v++)
+        js_str_item(&b->j, ids[v]);
     js_close(&b->j);
     free(ids);
     return js_exec(st, &b->j, Q_LOCK_VMS, NULL, "locking the batch's VMs", err, errlen);
@@ -1400,9 +1515,10 @@ static csp_status lock_zones(struct pdns_store *st, struct batch *b, char *err, 
 /* Result columns k, <id>, r.id, r.domain_id, r.name, r.type, r.content, r.ttl: a records row
  * (columns 2..7) next to two leading integers. */
 struct rowcols {
-    MYSQL_BIND res[8];
-    struct col c[8];
+    MYSQL_BIND res[12];
+    struct col c[12];
     struct brow row;
+    char ord[1024]; /* the candidates' read: ordername, wider than records.ordername */
 };
 
 static void rowcols_bind(struct rowcols *rc, int ncols)
@@ -1443,12 +1559,8 @@ static csp_status read_owned(struct pdns_store *st, struct batch *b, char *err, 
     int more;
 
     js_open(&b->j);
-    for (size_t v = 0; v < b->nvms; v++) {
-        js_item(&b->j);
-        js_int(&b->j, (long long)v, 1);
-        js_str(&b->j, b->vms[v].vm_id);
-        js_close_item(&b->j);
-    }
+    for (size_t v = 0; v < b->nvms; v++)
+        js_str_item(&b->j, b->vms[v].vm_id);
     js_close(&b->j);
     s = js_exec(st, &b->j, q, NULL, "reading the records the batch's VMs own", err, errlen);
     if (s != CSP_OK)
@@ -1457,7 +1569,7 @@ static csp_status read_owned(struct pdns_store *st, struct batch *b, char *err, 
     if (q_results(st, q, rc.res))
         s = stmt_fail(st, q, err, errlen, "reading the records the batch's VMs own");
     while (s == CSP_OK && (more = q_next(st, q)) == 1) {
-        long long k = rc.c[0].i;
+        long long k = rc.c[0].i - 1; /* the VMs are listed in order */
         if (k < 0 || (size_t)k >= b->nvms || GROW(b->own, b->nown, b->own_cap)) {
             s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading owned records");
             break;
@@ -1507,47 +1619,183 @@ static void match_owned(struct batch *b)
     }
 }
 
-/* The rows that compare equal (under the table's collation) to each desired record not kept
- * from the VM's own rows. */
-static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
+/* The known entry of (domain_id, name), added when absent (add; *added says so) or -1: absent,
+ * or out of memory (add). */
+static long known_name(struct known *k, long long domain_id, const char *name, int add, int *added)
 {
-    enum q q = b->plan ? Q_CAND_RO : Q_CAND;
-    struct rowcols rc;
-    csp_status s;
-    int more;
-
-    js_open(&b->j);
-    for (size_t i = 0; i < b->nrecs; i++) {
-        const struct brec *r = &b->recs[i];
-        const struct dns_record *d = brec_rec(b, r);
-        if (r->zone && r->match < 0)
-            js_rec(b, (long long)i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content,
-                   d->ttl);
+    char low[DNS_NAME_BUFSZ], key[DNS_NAME_BUFSZ + 32];
+    void *v;
+    lower_copy(low, name, sizeof low);
+    snprintf(key, sizeof key, "%lld %s", domain_id, low);
+    if (strmap_get(k->by_name, key, &v))
+        return (long)(uintptr_t)v - 1;
+    if (!add || GROW(k->names, k->nnames, k->names_cap))
+        return -1;
+    char *copy = strdup(low);
+    if (!copy || strmap_add(k->by_name, key, (void *)(uintptr_t)(k->nnames + 1)) < 0) {
+        free(copy);
+        return -1;
     }
-    if (js_close(&b->j))
-        return CSP_OK;
-    s = js_exec(st, &b->j, q, NULL, "looking for existing copies of the batch's records", err,
-                errlen);
+    k->names[k->nnames] = (struct kname){domain_id, copy};
+    if (added)
+        *added = 1;
+    return (long)k->nnames++;
+}
+
+/* Adds a row at known name `name` unless its id is there already. Returns 0, or -1 when memory
+ * ran out. */
+static int known_row(struct known *k, size_t name, long long id, const char *type, const char *ord,
+                     int auth)
+{
+    if (GROW(k->rows, k->nrows, k->rows_cap))
+        return -1;
+    struct krow *w = &k->rows[k->nrows];
+    memset(w, 0, sizeof *w);
+    w->name = name;
+    w->domain_id = k->names[name].domain_id;
+    w->id = id;
+    w->type_null = type == NULL;
+    snprintf(w->type, sizeof w->type, "%s", type ? type : "");
+    w->auth = auth;
+    if (ord && !(w->ord = strdup(ord)))
+        return -1;
+    k->nrows++;
+    return 0;
+}
+
+/* Runs Q_CAND, Q_SAME or Q_SAME_RO on the JSON in b->j and notes the candidates of each record
+ * and, for the rectify, the rows at names the read made known. */
+static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, char *err,
+                           size_t errlen)
+{
+    const char *what = "looking for existing copies of the batch's records";
+    struct rowcols rc;
+    int more;
+    csp_status s = js_exec(st, &b->j, q, NULL, what, err, errlen);
+
     if (s != CSP_OK)
         return s;
     rowcols_bind(&rc, 7);
+    col_int(&rc.res[7], &rc.c[7]);
+    col_int(&rc.res[8], &rc.c[8]);
+    col_str(&rc.res[9], &rc.c[9], rc.ord, sizeof rc.ord);
+    col_int(&rc.res[10], &rc.c[10]);
     if (q_results(st, q, rc.res))
-        s = stmt_fail(st, q, err, errlen, "looking for existing copies of the batch's records");
+        s = stmt_fail(st, q, err, errlen, "%s", what);
     while (s == CSP_OK && (more = q_next(st, q)) == 1) {
-        long long k = rc.c[0].i;
-        long row = rowcols_read(&rc, 7) ? row_get(b, rc.c[1].i, &rc.row) : -1;
-        if (k < 0 || (size_t)k >= b->nrecs || row < 0 || GROW(b->cand, b->ncand, b->cand_cap)) {
+        long k = js_ord_of(&b->j, rc.c[0].i);
+        int read = rowcols_read(&rc, 7), whole_ord = col_text(&rc.c[9]) || rc.c[9].null;
+        if (k < 0 || (size_t)k >= b->nrecs || !read) {
             s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
             break;
         }
         struct brec *r = &b->recs[k];
+        if (r->kn >= 0 && !rc.c[8].i) {
+            if (!whole_ord) {
+                s = plain_fail(CSP_PERMANENT, err, errlen,
+                               "zone id %lld: records row %lld has an ordername longer than %zu "
+                               "bytes; run pdnsutil rectify-zone on the zone",
+                               r->zone->id, rc.c[1].i, sizeof rc.ord - 1);
+                break;
+            }
+            if (known_row(&st->kn, (size_t)r->kn, rc.c[1].i, rc.c[4].null ? NULL : rc.row.type,
+                          rc.c[9].null ? NULL : rc.ord, rc.c[10].i != 0)) {
+                s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+                break;
+            }
+        }
+        if (!rc.c[7].i)
+            continue;
+        long row = row_get(b, rc.c[1].i, &rc.row);
+        if (row < 0 || GROW(b->cand, b->ncand, b->cand_cap)) {
+            s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+            break;
+        }
         if (r->ncand++ == 0)
             r->cand = b->ncand;
         b->cand[b->ncand++] = row;
     }
     if (s == CSP_OK && more < 0)
-        s = stmt_fail(st, q, err, errlen, "looking for existing copies of the batch's records");
+        s = stmt_fail(st, q, err, errlen, "%s", what);
     q_done(st, q, s);
+    return s;
+}
+
+/* A name more of a chunk's records share is read through the (name, type) index: it is most
+ * likely an instance group's, which holds a row per member, and reading them all once per
+ * record cost more than the rectify's read it saves. */
+#define BY_NAME_MAX 4
+
+/* Marks the records whose name at most BY_NAME_MAX of the chunk's records to look up share. */
+static int cand_by_name(struct batch *b)
+{
+    struct strmap *seen = NULL;
+    size_t *count = calloc(b->nrecs ? b->nrecs : 1, sizeof *count), n = 0;
+    long *slot = calloc(b->nrecs ? b->nrecs : 1, sizeof *slot);
+    int rc = !count || !slot || strmap_new(&seen) ? -1 : 0;
+
+    for (size_t i = 0; i < b->nrecs && rc == 0; i++) {
+        const struct brec *r = &b->recs[i];
+        char low[DNS_NAME_BUFSZ], key[DNS_NAME_BUFSZ + 32];
+        void *v;
+        slot[i] = -1;
+        if (!r->zone || r->match >= 0)
+            continue;
+        lower_copy(low, brec_rec(b, r)->name, sizeof low);
+        snprintf(key, sizeof key, "%lld %s", r->zone->id, low);
+        if (strmap_get(seen, key, &v)) {
+            slot[i] = (long)(uintptr_t)v - 1;
+        } else if (strmap_add(seen, key, (void *)(uintptr_t)(n + 1)) < 0) {
+            rc = -1;
+            break;
+        } else {
+            slot[i] = (long)n++;
+        }
+        count[slot[i]]++;
+    }
+    for (size_t i = 0; i < b->nrecs && rc == 0; i++)
+        b->recs[i].by_name = slot[i] >= 0 && count[slot[i]] <= BY_NAME_MAX;
+    strmap_free(seen, NULL);
+    free(count);
+    free(slot);
+    return rc;
+}
+
+/* The rows that compare equal (under the table's collation) to each desired record not kept
+ * from the VM's own rows; and, for the rectify, every enabled row at most of those records'
+ * names (plans take no part in a commit, so they read only the candidates). */
+static csp_status read_candidates(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
+{
+    csp_status s = CSP_OK;
+
+    if (!b->plan && cand_by_name(b))
+        return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+    js_open(&b->j);
+    for (size_t i = 0; i < b->nrecs && s == CSP_OK && !b->plan; i++) {
+        struct brec *r = &b->recs[i];
+        const struct dns_record *d = brec_rec(b, r);
+        if (!r->by_name)
+            continue;
+        int first = 0;
+        if ((r->kn = known_name(&st->kn, r->zone->id, d->name, 1, &first)) < 0)
+            s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
+        js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, first);
+    }
+    if (!js_close(&b->j) && s == CSP_OK)
+        s = cand_run(st, b, Q_CAND, err, errlen);
+    js_open(&b->j);
+    for (size_t i = 0; i < b->nrecs && s == CSP_OK; i++) {
+        struct brec *r = &b->recs[i];
+        const struct dns_record *d = brec_rec(b, r);
+        if (!r->zone || r->match >= 0 || r->by_name)
+            continue;
+        /* A name an earlier chunk made known stays so: the rows this one inserts there join. */
+        if (!b->plan)
+            r->kn = known_name(&st->kn, r->zone->id, d->name, 0, NULL);
+        js_rec(b, i, r->zone->id, d->name, dns_rr_type_name(d->type), d->content, d->ttl);
+    }
+    if (!js_close(&b->j) && s == CSP_OK)
+        s = cand_run(st, b, b->plan ? Q_SAME_RO : Q_SAME, err, errlen);
     return s;
 }
 
@@ -1691,7 +1939,8 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
                        .ttl0 = d->ttl,
                        .exact = 1,
                        .fresh = 1,
-                       .next_fresh = -1};
+                       .next_fresh = -1,
+                       .kn = r->kn};
     snprintf(row.name, sizeof row.name, "%s", d->name);
     snprintf(row.type, sizeof row.type, "%s", type);
     snprintf(row.content, sizeof row.content, "%s", d->content);
@@ -1808,7 +2057,8 @@ static csp_status read_new_ids(struct pdns_store *st, struct batch *b, long long
         s = stmt_fail(st, Q_NEW_IDS, err, errlen, "reading the ids of new records");
     while (s == CSP_OK && (more = q_next(st, Q_NEW_IDS)) == 1) {
         char key[32];
-        long long k = c[0].i, id = c[1].i;
+        long k = js_ord_of(&b->j, c[0].i);
+        long long id = c[1].i;
         int whole = col_text(&c[2]);
         whole &= col_text(&c[3]);
         snprintf(key, sizeof key, "%lld", id);
@@ -1873,6 +2123,14 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
     if (rc == CSP_OK && !js_close(&b->j))
         rc =
             js_exec(st, &b->j, Q_DELETE, NULL, "deleting records no VM owns any more", err, errlen);
+    for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
+        if (!b->rows[i].deleted || b->rows[i].fresh)
+            continue;
+        if (GROW(st->kn.gone, st->kn.ngone, st->kn.gone_cap))
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory deleting records");
+        else
+            st->kn.gone[st->kn.ngone++] = b->rows[i].id;
+    }
 
     js_open(&b->j);
     for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
@@ -1891,12 +2149,18 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
     for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
         const struct brow *w = &b->rows[i];
         if (w->fresh)
-            js_rec(b, (long long)i, w->domain_id, w->name, w->type, w->content, w->ttl);
+            js_rec(b, i, w->domain_id, w->name, w->type, w->content, w->ttl);
     }
     if (rc == CSP_OK && !js_close(&b->j)) {
         rc = js_exec(st, &b->j, Q_INSERT, NULL, "inserting records", err, errlen);
         if (rc == CSP_OK)
             rc = new_ids(st, b, err, errlen);
+    }
+    /* As Q_INSERT wrote them, at names the candidates' read made known. */
+    for (size_t i = 0; i < b->nrows && rc == CSP_OK; i++) {
+        const struct brow *w = &b->rows[i];
+        if (w->fresh && w->kn >= 0 && known_row(&st->kn, (size_t)w->kn, w->id, w->type, NULL, 1))
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory inserting records");
     }
 
     js_open(&b->j);
@@ -1910,14 +2174,9 @@ static csp_status batch_write(struct pdns_store *st, struct batch *b, char *err,
         rc = js_exec(st, &b->j, Q_OWN, NULL, "recording ownerships", err, errlen);
 
     js_open(&b->j);
-    for (size_t v = 0; v < b->nvms && rc == CSP_OK; v++) {
-        if (b->bv[v].kept)
-            continue;
-        js_item(&b->j);
-        js_int(&b->j, (long long)v, 1);
-        js_str(&b->j, b->vms[v].vm_id);
-        js_close_item(&b->j);
-    }
+    for (size_t v = 0; v < b->nvms && rc == CSP_OK; v++)
+        if (!b->bv[v].kept)
+            js_str_item(&b->j, b->vms[v].vm_id);
     if (rc == CSP_OK && !js_close(&b->j))
         rc = js_exec(st, &b->j, Q_DROP_VMS, NULL, "forgetting VMs that own nothing", err, errlen);
     return rc;
@@ -2125,7 +2384,7 @@ static csp_status soa_read(struct pdns_store *st, enum q q, const struct param *
 static csp_status soa_lock(struct pdns_store *st, struct soa *soas, size_t n, char *err,
                            size_t errlen)
 {
-    struct jsarg a = {TEXTBUF_INIT, 0};
+    struct jsarg a = {.js = TEXTBUF_INIT};
     csp_status rc = CSP_OK;
 
     js_open(&a);
@@ -2158,7 +2417,7 @@ static csp_status soa_lock(struct pdns_store *st, struct soa *soas, size_t n, ch
 static csp_status bump_soas(struct pdns_store *st, struct soa *soas, size_t n, uint32_t today,
                             long long *did, unsigned *bumped, char *err, size_t errlen)
 {
-    struct jsarg a = {TEXTBUF_INIT, 0};
+    struct jsarg a = {.js = TEXTBUF_INIT};
     char next[SOA_BUFSZ];
     unsigned k = 0;
     csp_status rc = soa_lock(st, soas, n, err, errlen);
@@ -2209,6 +2468,63 @@ static int note_ent(void *ud, const char *name)
     return note_name(e->st, e->domain_id, name);
 }
 
+static int cmp_krow(const void *a, const void *b)
+{
+    const struct krow *x = a, *y = b;
+    if (x->domain_id != y->domain_id)
+        return (x->domain_id > y->domain_id) - (x->domain_id < y->domain_id);
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Sorts the known rows by zone and id, leaving each row once and none the transaction deleted. */
+static void known_settle(struct known *k)
+{
+    size_t u = 0;
+    qsort(k->rows, k->nrows, sizeof *k->rows, cmp_krow);
+    if (k->ngone)
+        qsort(k->gone, k->ngone, sizeof *k->gone, cmp_ll);
+    for (size_t i = 0; i < k->nrows; i++) {
+        struct krow *w = &k->rows[i];
+        int dup = u && k->rows[u - 1].domain_id == w->domain_id && k->rows[u - 1].id == w->id;
+        if (dup || (k->ngone && bsearch(&w->id, k->gone, k->ngone, sizeof *k->gone, cmp_ll))) {
+            free(w->ord);
+            continue;
+        }
+        k->rows[u++] = *w;
+    }
+    k->nrows = u;
+}
+
+/* The names of zone domain_id whose rows the store knows, and those rows (from *next on, the
+ * settled rows being sorted by zone), for the rectify. */
+static int known_for_zone(const struct known *k, long long domain_id, size_t *next,
+                          const char **names, struct pdns_rectify_row **rows,
+                          struct pdns_rectify_known *out)
+{
+    size_t nn = 0, nr = 0, i = *next;
+    *rows = malloc((k->nrows ? k->nrows : 1) * sizeof **rows);
+    if (!*rows)
+        return -1;
+    for (size_t j = 0; j < k->nnames; j++)
+        if (k->names[j].domain_id == domain_id)
+            names[nn++] = k->names[j].name;
+    for (; i < k->nrows && k->rows[i].domain_id <= domain_id; i++) {
+        const struct krow *w = &k->rows[i];
+        if (w->domain_id < domain_id)
+            continue;
+        (*rows)[nr++] = (struct pdns_rectify_row){
+            .name = k->names[w->name].name,
+            .id = w->id,
+            .type = w->type_null ? NULL : w->type,
+            .ordername = w->ord,
+            .auth = w->auth,
+        };
+    }
+    *next = i;
+    *out = (struct pdns_rectify_known){names, nn, *rows, nr};
+    return 0;
+}
+
 /* Rectifies (DNSSEC ordername/auth, empty non-terminals) the names changed in each touched zone,
  * inside the transaction, before its serial moves. zones is sorted. */
 static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
@@ -2216,25 +2532,38 @@ static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
     /* Only the names written are rectified; note_ent appends the ENTs behind them. */
     size_t nchg = st->nchg;
     const char **names = malloc((nchg ? nchg : 1) * sizeof *names);
+    const char **kn = malloc((st->kn.nnames ? st->kn.nnames : 1) * sizeof *kn);
     csp_status rc = CSP_OK;
 
-    if (!names)
+    if (!names || !kn) {
+        free(names);
+        free(kn);
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
+    }
+    size_t next = 0;
+    known_settle(&st->kn);
     for (size_t z = 0; z < st->nzones && rc == CSP_OK; z++) {
         const struct zone *zone = zone_by_id(st, st->zones[z]);
         struct ent_note ents = {st, st->zones[z]};
+        struct pdns_rectify_row *rows = NULL;
+        struct pdns_rectify_known known;
         size_t n = 0;
         if (!zone)
             continue; /* deleted from domains meanwhile: nothing left to rectify */
         for (size_t i = 0; i < nchg; i++)
             if (st->chg[i].domain_id == st->zones[z])
                 names[n++] = st->chg[i].name;
-        rc = pdns_rectify_names(st->conn, st->rx, zone->id, zone->name, names, n, note_ent, &ents,
-                                err, errlen);
+        if (known_for_zone(&st->kn, zone->id, &next, kn, &rows, &known))
+            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
+        else
+            rc = pdns_rectify_names_known(st->conn, st->rx, zone->id, zone->name, names, n, &known,
+                                          note_ent, &ents, err, errlen);
+        free(rows);
         if (rc != CSP_OK && mysql_errno(st->conn) && err_conn_lost(mysql_errno(st->conn)))
             st->lost = 1;
     }
     free(names);
+    free(kn);
     return rc;
 }
 

@@ -1466,6 +1466,159 @@ static void test_kill_mid_batch(struct ctx *t)
     CHECK_INT(owned_by(t, ids[3]), 0);
 }
 
+/* The rectify takes the rows at a batch's names from the store's own read instead of reading
+ * them again: that read must hold every row at the name (not only copies of the records), and
+ * what the transaction deleted since must not count. */
+static void test_rectify_known_rows(struct ctx *t)
+{
+    char vm[64], x[256], y[256], z[256], below[300], err[512];
+    struct rset s = {.n = 0};
+    struct pdns_apply_stats st;
+
+    printf("  the rectify sees every row at a changed name as the transaction left it\n");
+    snprintf(vm, sizeof vm, "%s-kn", t->p);
+    snprintf(x, sizeof x, "kx.%s", t->fwd.name);
+    snprintf(y, sizeof y, "ky.%s", t->fwd.name);
+    snprintf(z, sizeof z, "kz.%s", t->fwd.name);
+    snprintf(below, sizeof below, "a.%s", y);
+
+    /* Hand-made rows at x that rectify-zone would fix once a record makes x real: a stale empty
+     * non-terminal goes, a TXT row's auth becomes 1. */
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, '%s', NULL, NULL, NULL, NULL, 0, NULL, 1), (%lld, '%s', 'TXT', "
+            "'hand made', 60, 0, 0, NULL, 0)",
+            t->fwd.id, x, t->fwd.id, x);
+    add(&s, DNS_RR_A, x, "10.9.0.1", 60);
+    CHECK_INT(apply(t, vm, &s, &st), CSP_OK);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
+                          "AND type IS NULL",
+                          t->fwd.id, x),
+              0);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT auth FROM records WHERE domain_id = %lld AND name = '%s' AND "
+                          "type = 'TXT'",
+                          t->fwd.id, x),
+              1);
+
+    /* z is an empty non-terminal (a hand-made name below it) until a record arrives there: the
+     * row just inserted makes it real, so its ENT row goes. */
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, 'a.%s', 'A', '10.9.0.8', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
+            "NULL, NULL, NULL, 0, NULL, 1)",
+            t->fwd.id, z, t->fwd.id, z);
+    s.n = 0;
+    add(&s, DNS_RR_A, x, "10.9.0.1", 60);
+    add(&s, DNS_RR_A, z, "10.9.0.3", 60);
+    CHECK_INT(apply(t, vm, &s, &st), CSP_OK);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
+                          "AND type IS NULL",
+                          t->fwd.id, z),
+              0);
+
+    /* y is an empty non-terminal (a hand-made name below it). One transaction gives y a record
+     * and takes it away again: y is still empty at commit, so its ENT row stays. */
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, '%s', 'A', '10.9.0.9', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
+            "NULL, NULL, NULL, 0, NULL, 1)",
+            t->fwd.id, below, t->fwd.id, y);
+    s.n = 0;
+    add(&s, DNS_RR_A, y, "10.9.0.2", 60);
+    CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+    memset(&st, 0, sizeof st);
+    CHECK_INT(apply_in_txn(t, vm, &s, &st), CSP_OK);
+    CHECK_INT(apply_in_txn(t, vm, NULL, &st), CSP_OK);
+    CHECK_INT(pdns_store_commit(t->st, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
+                          "AND type IS NULL",
+                          t->fwd.id, y),
+              1);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s'",
+                          t->fwd.id, y),
+              1);
+    E2E_SQL(t->db,
+            "DELETE FROM records WHERE domain_id = %lld AND (name IN ('%s', '%s', '%s') OR name "
+            "LIKE '%%%s')",
+            t->fwd.id, x, y, below, z);
+}
+
+static long long ent_rows(struct ctx *t, const char *name)
+{
+    return e2e_sql_int(t->db,
+                       "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' AND "
+                       "type IS NULL",
+                       t->fwd.id, name);
+}
+
+/* A name many records of a chunk share (an instance group's) is looked up by its records, not
+ * read whole, so the rectify must read it itself; and a name an earlier part of the transaction
+ * made known stays complete when such a part adds rows there. */
+static void test_rectify_shared_name(struct ctx *t)
+{
+    enum { N = 6 };
+    static struct dns_record r[N];
+    static char ids[N][48];
+    struct pdns_vm_records v[N];
+    struct pdns_apply_stats st;
+    struct rset s = {.n = 0};
+    char g[256], vm[64], err[512];
+
+    printf("  the rectify reads a name many records of a batch share, and keeps one it knows\n");
+    snprintf(g, sizeof g, "kg.%s", t->fwd.name);
+    snprintf(vm, sizeof vm, "%s-kga", t->p);
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, 'a.%s', 'A', '10.9.2.9', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
+            "NULL, NULL, NULL, 0, NULL, 1)",
+            t->fwd.id, g, t->fwd.id, g);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "%s-kg%u", t->p, i);
+        memset(&r[i], 0, sizeof r[i]);
+        snprintf(r[i].name, sizeof r[i].name, "%s", g);
+        r[i].type = DNS_RR_A;
+        r[i].ttl = 60;
+        snprintf(r[i].content, sizeof r[i].content, "10.9.2.%u", i + 1);
+        v[i] = (struct pdns_vm_records){.vm_id = ids[i], .recs = &r[i], .n = 1};
+    }
+    /* One batch: N records at g, whose ENT row must go. */
+    CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(ent_rows(t, g), 0);
+
+    /* All gone again: g is an empty non-terminal once more. */
+    for (unsigned i = 0; i < N; i++)
+        v[i].n = 0;
+    CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(ent_rows(t, g), 1);
+
+    /* One transaction: a VM's record makes g known, goes again, and a batch sharing g adds N
+     * rows there. g is real at commit: its ENT row goes. */
+    for (unsigned i = 0; i < N; i++)
+        v[i].n = 1;
+    add(&s, DNS_RR_A, g, "10.9.2.100", 60);
+    CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
+    memset(&st, 0, sizeof st);
+    CHECK_INT(apply_in_txn(t, vm, &s, &st), CSP_OK);
+    CHECK_INT(apply_in_txn(t, vm, NULL, &st), CSP_OK);
+    CHECK_INT(pdns_store_apply_many(t->st, v, N, err, sizeof err), CSP_OK);
+    CHECK_INT(pdns_store_commit(t->st, &st, err, sizeof err), CSP_OK);
+    CHECK_INT(ent_rows(t, g), 0);
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
+                          "AND type = 'A'",
+                          t->fwd.id, g),
+              N);
+    for (unsigned i = 0; i < N; i++)
+        v[i].n = 0;
+    CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &st, err, sizeof err), CSP_OK);
+    E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND name LIKE '%%%s'", t->fwd.id, g);
+}
+
 static void test_ping(struct ctx *t)
 {
     char err[512];
@@ -1525,6 +1678,8 @@ int main(void)
     test_batch_refusals(&t);
     test_kill_mid_batch(&t);
     test_ping(&t);
+    test_rectify_known_rows(&t);
+    test_rectify_shared_name(&t);
     test_equivalence(&t);
     test_big_batch(&t);
     cleanup(&t);
