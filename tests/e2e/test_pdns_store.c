@@ -1466,6 +1466,24 @@ static void test_kill_mid_batch(struct ctx *t)
     CHECK_INT(owned_by(t, ids[3]), 0);
 }
 
+static long long ent_rows(struct ctx *t, const char *name)
+{
+    return e2e_sql_int(t->db,
+                       "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' AND "
+                       "type IS NULL",
+                       t->fwd.id, name);
+}
+
+/* name made an empty non-terminal by hand: an A row (addr) at a.name and the ENT row at name. */
+static void hand_made_ent(struct ctx *t, const char *name, const char *addr)
+{
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
+            "auth) VALUES (%lld, 'a.%s', 'A', '%s', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, NULL, "
+            "NULL, NULL, 0, NULL, 1)",
+            t->fwd.id, name, addr, t->fwd.id, name);
+}
+
 /* The rectify takes the rows at a batch's names from the store's own read instead of reading
  * them again: that read must hold every row at the name (not only copies of the records), and
  * what the transaction deleted since must not count. */
@@ -1491,11 +1509,7 @@ static void test_rectify_known_rows(struct ctx *t)
             t->fwd.id, x, t->fwd.id, x);
     add(&s, DNS_RR_A, x, "10.9.0.1", 60);
     CHECK_INT(apply(t, vm, &s, &st), CSP_OK);
-    CHECK_INT(e2e_sql_int(t->db,
-                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
-                          "AND type IS NULL",
-                          t->fwd.id, x),
-              0);
+    CHECK_INT(ent_rows(t, x), 0);
     CHECK_INT(e2e_sql_int(t->db,
                           "SELECT auth FROM records WHERE domain_id = %lld AND name = '%s' AND "
                           "type = 'TXT'",
@@ -1504,28 +1518,16 @@ static void test_rectify_known_rows(struct ctx *t)
 
     /* z is an empty non-terminal (a hand-made name below it) until a record arrives there: the
      * row just inserted makes it real, so its ENT row goes. */
-    E2E_SQL(t->db,
-            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
-            "auth) VALUES (%lld, 'a.%s', 'A', '10.9.0.8', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
-            "NULL, NULL, NULL, 0, NULL, 1)",
-            t->fwd.id, z, t->fwd.id, z);
+    hand_made_ent(t, z, "10.9.0.8");
     s.n = 0;
     add(&s, DNS_RR_A, x, "10.9.0.1", 60);
     add(&s, DNS_RR_A, z, "10.9.0.3", 60);
     CHECK_INT(apply(t, vm, &s, &st), CSP_OK);
-    CHECK_INT(e2e_sql_int(t->db,
-                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
-                          "AND type IS NULL",
-                          t->fwd.id, z),
-              0);
+    CHECK_INT(ent_rows(t, z), 0);
 
     /* y is an empty non-terminal (a hand-made name below it). One transaction gives y a record
      * and takes it away again: y is still empty at commit, so its ENT row stays. */
-    E2E_SQL(t->db,
-            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
-            "auth) VALUES (%lld, '%s', 'A', '10.9.0.9', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
-            "NULL, NULL, NULL, 0, NULL, 1)",
-            t->fwd.id, below, t->fwd.id, y);
+    hand_made_ent(t, y, "10.9.0.9");
     s.n = 0;
     add(&s, DNS_RR_A, y, "10.9.0.2", 60);
     CHECK_INT(pdns_store_begin(t->st, err, sizeof err), CSP_OK);
@@ -1533,11 +1535,7 @@ static void test_rectify_known_rows(struct ctx *t)
     CHECK_INT(apply_in_txn(t, vm, &s, &st), CSP_OK);
     CHECK_INT(apply_in_txn(t, vm, NULL, &st), CSP_OK);
     CHECK_INT(pdns_store_commit(t->st, &st, err, sizeof err), CSP_OK);
-    CHECK_INT(e2e_sql_int(t->db,
-                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' "
-                          "AND type IS NULL",
-                          t->fwd.id, y),
-              1);
+    CHECK_INT(ent_rows(t, y), 1);
     CHECK_INT(e2e_sql_int(t->db,
                           "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s'",
                           t->fwd.id, y),
@@ -1546,14 +1544,6 @@ static void test_rectify_known_rows(struct ctx *t)
             "DELETE FROM records WHERE domain_id = %lld AND (name IN ('%s', '%s', '%s') OR name "
             "LIKE '%%%s')",
             t->fwd.id, x, y, below, z);
-}
-
-static long long ent_rows(struct ctx *t, const char *name)
-{
-    return e2e_sql_int(t->db,
-                       "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s' AND "
-                       "type IS NULL",
-                       t->fwd.id, name);
 }
 
 /* A name many records of a chunk share (an instance group's) is looked up by its records, not
@@ -1572,11 +1562,7 @@ static void test_rectify_shared_name(struct ctx *t)
     printf("  the rectify reads a name many records of a batch share, and keeps one it knows\n");
     snprintf(g, sizeof g, "kg.%s", t->fwd.name);
     snprintf(vm, sizeof vm, "%s-kga", t->p);
-    E2E_SQL(t->db,
-            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, ordername, "
-            "auth) VALUES (%lld, 'a.%s', 'A', '10.9.2.9', 60, 0, 0, NULL, 1), (%lld, '%s', NULL, "
-            "NULL, NULL, NULL, 0, NULL, 1)",
-            t->fwd.id, g, t->fwd.id, g);
+    hand_made_ent(t, g, "10.9.2.9");
     for (unsigned i = 0; i < N; i++) {
         snprintf(ids[i], sizeof ids[i], "%s-kg%u", t->p, i);
         memset(&r[i], 0, sizeof r[i]);
