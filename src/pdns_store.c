@@ -2480,7 +2480,8 @@ static int cmp_krow(const void *a, const void *b)
 static void known_settle(struct known *k)
 {
     size_t u = 0;
-    qsort(k->rows, k->nrows, sizeof *k->rows, cmp_krow);
+    if (k->nrows)
+        qsort(k->rows, k->nrows, sizeof *k->rows, cmp_krow);
     if (k->ngone)
         qsort(k->gone, k->ngone, sizeof *k->gone, cmp_ll);
     for (size_t i = 0; i < k->nrows; i++) {
