@@ -507,26 +507,34 @@ static csp_status read_zone(struct ctx *c)
     return CSP_OK;
 }
 
-static int add_row(struct ctx *c, const struct row *r)
-{
-    if (c->nr == c->rcap) {
-        size_t cap = c->rcap ? 2 * c->rcap : 64;
-        struct row *n = realloc(c->rows, cap * sizeof *n);
-        if (!n)
-            return -1;
-        c->rows = n;
-        c->rcap = cap;
-    }
-    c->rows[c->nr++] = *r;
-    return 0;
-}
-
 /* Copies src into dst[0..size), cut at size - 1 bytes: column widths bound every value here. */
 static void copy(char *dst, size_t size, const char *src)
 {
     size_t len = strnlen(src, size - 1);
     memcpy(dst, src, len);
     dst[len] = '\0';
+}
+
+/* Adds row id at node n; type and ord NULL where the column is NULL. Returns 0, or -1 when
+ * memory ran out. */
+static int add_row(struct ctx *c, const struct node *n, long long id, const char *type,
+                   const char *ord, int auth)
+{
+    if (c->nr == c->rcap) {
+        size_t cap = c->rcap ? 2 * c->rcap : 64;
+        struct row *grown = realloc(c->rows, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        c->rows = grown;
+        c->rcap = cap;
+    }
+    struct row *w = &c->rows[c->nr++];
+    *w = (struct row){.id = id, .node = (size_t)(n - c->nodes), .auth = auth != 0};
+    w->type_null = type == NULL;
+    copy(w->type, sizeof w->type, type ? type : "");
+    w->ord_null = ord == NULL;
+    copy(w->ord, sizeof w->ord, ord ? ord : "");
+    return 0;
 }
 
 static void lower(char *s)
@@ -654,13 +662,7 @@ static csp_status known_rows(struct ctx *c)
         struct node *n = find_node(c, buf);
         if (!n || !n->known)
             continue;
-        struct row w = {.id = kr->id, .node = (size_t)(n - c->nodes)};
-        w.type_null = kr->type == NULL;
-        copy(w.type, sizeof w.type, kr->type ? kr->type : "");
-        w.ord_null = kr->ordername == NULL;
-        copy(w.ord, sizeof w.ord, kr->ordername ? kr->ordername : "");
-        w.auth = kr->auth != 0;
-        if (add_row(c, &w))
+        if (add_row(c, n, kr->id, kr->type, kr->ordername, kr->auth))
             return fail(c, CSP_TRANSIENT, "out of memory taking the rows of zone %s", c->zone);
     }
     return CSP_OK;
@@ -717,13 +719,8 @@ static csp_status read_rows(struct ctx *c)
             struct node *n = find_node(c, cols[1]);
             if (!n || n->known)
                 continue;
-            struct row w = {.id = strtoll(cols[0], NULL, 10), .node = (size_t)(n - c->nodes)};
-            w.type_null = isnull[2];
-            copy(w.type, sizeof w.type, isnull[2] ? "" : cols[2]);
-            w.ord_null = isnull[3];
-            copy(w.ord, sizeof w.ord, isnull[3] ? "" : cols[3]);
-            w.auth = !isnull[4] && atoi(cols[4]) != 0;
-            if (add_row(c, &w)) {
+            if (add_row(c, n, strtoll(cols[0], NULL, 10), isnull[2] ? NULL : cols[2],
+                        isnull[3] ? NULL : cols[3], !isnull[4] && atoi(cols[4]) != 0)) {
                 rc = fail(c, CSP_TRANSIENT, "out of memory while %s", what);
                 r = -1;
                 break;
