@@ -106,11 +106,19 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
     "COALESCE(r.type = j.t AND r.content = j.c, 0), r.disabled, r.ordername, r.auth "              \
     "FROM " JT_REC_FIRST " STRAIGHT_JOIN records r ON " SAME_NAME                                  \
     " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c)) ORDER BY j.k, r.id"
-/* Only the identical rows, in CAND_SQL's columns, through the (name, type) index. */
+/* Only the identical rows, in CAND_SQL's columns, for names many records share (an instance
+ * group's). The (name, type) index does not hold the content, so a lookup per record walks
+ * every row at its name and type: quadratic in the group's size (50 records of a 1,000-member
+ * group took 40 ms). Instead each name's rows are walked once and matched against the records
+ * through the key MariaDB builds on a materialised derived table (derived_with_keys; DISTINCT
+ * keeps it from being merged away): 2 ms. The statement takes the JSON twice. */
 #define SAME_SQL                                                                                   \
     "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, 1, r.disabled, "             \
-    "r.ordername, r.auth FROM " JT_REC_KEYS " STRAIGHT_JOIN records r ON " SAME_ROW                \
-    " ORDER BY j.k, r.id"
+    "r.ordername, r.auth FROM (SELECT DISTINCT d, n FROM " JT_REC_KEYS ") nm STRAIGHT_JOIN "       \
+    "records r ON r.name = nm.n AND r.domain_id + 0 = nm.d STRAIGHT_JOIN (SELECT DISTINCT * "      \
+    "FROM " JT_REC_KEYS                                                                            \
+    ") j ON j.d = r.domain_id AND j.n = r.name AND j.t = r.type AND j.c = r.content "              \
+    "ORDER BY j.k, r.id"
 
 /* Q_OWNED is ordered so that of duplicate owned rows the oldest is the one kept. Q_COUNT_OWNERS
  * takes no lock: it runs while the records rows are locked, and every change to a row's owners
@@ -1669,12 +1677,16 @@ static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, cha
                            size_t errlen)
 {
     const char *what = "looking for existing copies of the batch's records";
+    const char *js = textbuf_str(&b->j.js);
+    struct param p[2] = {P_S(js), P_S(js)};
     struct rowcols rc;
     int more;
-    csp_status s = js_exec(st, &b->j, q, NULL, what, err, errlen);
 
-    if (s != CSP_OK)
-        return s;
+    if (b->j.oom)
+        return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory while %s", what);
+    if (q_exec(st, q, p, q == Q_CAND ? 1 : 2))
+        return stmt_fail(st, q, err, errlen, "%s", what);
+    csp_status s = CSP_OK;
     rowcols_bind(&rc, 7);
     col_int(&rc.res[7], &rc.c[7]);
     col_int(&rc.res[8], &rc.c[8]);

@@ -1605,6 +1605,66 @@ static void test_rectify_shared_name(struct ctx *t)
     E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND name LIKE '%%%s'", t->fwd.id, g);
 }
 
+/* The rows identical to records at a name many records of a batch share (read once per name,
+ * matched by the whole row): a hand-made row at the name that is identical to none of them
+ * blocks none, one identical to a record blocks that record, and a second batch wanting the
+ * same rows co-owns them. */
+static void test_shared_name_copies(struct ctx *t)
+{
+    enum { N = 6 };
+    static struct dns_record r[N];
+    static char ids[2][N][48];
+    struct pdns_vm_records v[N];
+    struct pdns_apply_stats total;
+    char g[256], err[512];
+
+    printf("  identical rows at a name many records of a batch share\n");
+    snprintf(g, sizeof g, "sg.%s", t->fwd.name);
+    E2E_SQL(t->db,
+            "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+            "VALUES (%lld, '%s', 'A', '10.9.3.50', 60, 0, 0, 1), "
+            "(%lld, '%s', 'A', '10.9.3.3', 60, 0, 0, 1)",
+            t->fwd.id, g, t->fwd.id, g);
+    for (unsigned i = 0; i < N; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        snprintf(r[i].name, sizeof r[i].name, "%s", g);
+        r[i].type = DNS_RR_A;
+        r[i].ttl = 60;
+        snprintf(r[i].content, sizeof r[i].content, "10.9.3.%u", i + 1);
+    }
+    for (unsigned b = 0; b < 2; b++) {
+        for (unsigned i = 0; i < N; i++) {
+            snprintf(ids[b][i], sizeof ids[b][i], "%s-sg%u-%u", t->p, b, i);
+            v[i] = (struct pdns_vm_records){.vm_id = ids[b][i], .recs = &r[i], .n = 1};
+        }
+        CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &total, err, sizeof err), CSP_OK);
+        for (unsigned i = 0; i < N; i++) {
+            CHECK_INT(v[i].stats.foreign, i == 2);
+            CHECK_INT(v[i].stats.added, i != 2);
+        }
+    }
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s'",
+                          t->fwd.id, g),
+              N + 1);
+    for (unsigned i = 0; i < N; i++) {
+        char ip[32];
+        snprintf(ip, sizeof ip, "10.9.3.%u", i + 1);
+        CHECK_INT(nrows(t, &t->fwd, g, "A", ip), 1);
+        CHECK_INT(owners(t, row_id(t, &t->fwd, g, "A", ip)), i == 2 ? 0 : 2);
+    }
+    for (unsigned b = 0; b < 2; b++) {
+        for (unsigned i = 0; i < N; i++)
+            v[i] = (struct pdns_vm_records){.vm_id = ids[b][i], .recs = NULL, .n = 0};
+        CHECK_INT(pdns_store_apply_many_txn(t->st, v, N, &total, err, sizeof err), CSP_OK);
+    }
+    CHECK_INT(e2e_sql_int(t->db,
+                          "SELECT COUNT(*) FROM records WHERE domain_id = %lld AND name = '%s'",
+                          t->fwd.id, g),
+              2);
+    E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND name = '%s'", t->fwd.id, g);
+}
+
 static void test_ping(struct ctx *t)
 {
     char err[512];
@@ -1666,6 +1726,7 @@ int main(void)
     test_ping(&t);
     test_rectify_known_rows(&t);
     test_rectify_shared_name(&t);
+    test_shared_name_copies(&t);
     test_equivalence(&t);
     test_big_batch(&t);
     cleanup(&t);
