@@ -7,14 +7,27 @@
 #include <string.h>
 
 struct slot {
-    char *key; /* NULL: empty */
+    const char *key; /* NULL: empty */
     void *value;
+    uint64_t hash;
 };
+
+/* Keys are copied into blocks the map owns: one allocation per few hundred keys instead of one
+ * per key, which the store's per-batch maps (thousands of names each) spent much of their time
+ * on. */
+struct block {
+    struct block *next;
+    size_t used, cap;
+    char data[];
+};
+
+#define BLOCK_MIN 8192
 
 struct strmap {
     struct slot *slots;
     size_t cap; /* a power of two */
     size_t count;
+    struct block *blocks; /* the newest first */
 };
 
 static uint64_t hash(const char *s)
@@ -48,15 +61,17 @@ void strmap_clear(struct strmap *m, void (*free_value)(void *))
     if (!m)
         return;
     for (size_t i = 0; i < m->cap; i++) {
-        if (!m->slots[i].key)
-            continue;
-        if (free_value)
+        if (m->slots[i].key && free_value)
             free_value(m->slots[i].value);
-        free(m->slots[i].key);
         m->slots[i].key = NULL;
         m->slots[i].value = NULL;
     }
     m->count = 0;
+    while (m->blocks) {
+        struct block *next = m->blocks->next;
+        free(m->blocks);
+        m->blocks = next;
+    }
 }
 
 void strmap_free(struct strmap *m, void (*free_value)(void *))
@@ -68,10 +83,10 @@ void strmap_free(struct strmap *m, void (*free_value)(void *))
     free(m);
 }
 
-static struct slot *find(struct slot *slots, size_t cap, const char *key)
+static struct slot *find(struct slot *slots, size_t cap, const char *key, uint64_t h)
 {
-    size_t i = (size_t)hash(key) & (cap - 1);
-    while (slots[i].key && strcmp(slots[i].key, key) != 0)
+    size_t i = (size_t)h & (cap - 1);
+    while (slots[i].key && (slots[i].hash != h || strcmp(slots[i].key, key) != 0))
         i = (i + 1) & (cap - 1);
     return &slots[i];
 }
@@ -84,31 +99,50 @@ static int grow(struct strmap *m)
         return -1;
     for (size_t i = 0; i < m->cap; i++)
         if (m->slots[i].key)
-            *find(slots, cap, m->slots[i].key) = m->slots[i];
+            *find(slots, cap, m->slots[i].key, m->slots[i].hash) = m->slots[i];
     free(m->slots);
     m->slots = slots;
     m->cap = cap;
     return 0;
 }
 
+static const char *copy_key(struct strmap *m, const char *key)
+{
+    size_t len = strlen(key) + 1;
+    struct block *b = m->blocks;
+    if (!b || b->cap - b->used < len) {
+        size_t cap = len > BLOCK_MIN ? len : BLOCK_MIN;
+        if (!(b = malloc(sizeof *b + cap)))
+            return NULL;
+        b->next = m->blocks;
+        b->used = 0;
+        b->cap = cap;
+        m->blocks = b;
+    }
+    char *copy = memcpy(b->data + b->used, key, len);
+    b->used += len;
+    return copy;
+}
+
 int strmap_add(struct strmap *m, const char *key, void *value)
 {
     if ((m->count + 1) * 2 > m->cap && grow(m) != 0)
         return -1;
-    struct slot *s = find(m->slots, m->cap, key);
+    uint64_t h = hash(key);
+    struct slot *s = find(m->slots, m->cap, key, h);
     if (s->key)
         return 0;
-    s->key = strdup(key);
-    if (!s->key)
+    if (!(s->key = copy_key(m, key)))
         return -1;
     s->value = value;
+    s->hash = h;
     m->count++;
     return 1;
 }
 
 int strmap_get(const struct strmap *m, const char *key, void **value)
 {
-    const struct slot *s = find(m->slots, m->cap, key);
+    const struct slot *s = find(m->slots, m->cap, key, hash(key));
     if (!s->key)
         return 0;
     if (value)

@@ -2,6 +2,7 @@
  * Must not: depend on iteration order; the map promises none. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "strmap.h"
 #include "unit.h"
@@ -62,9 +63,34 @@ static void test_growth_and_clear(void)
     strmap_free(NULL, NULL);
 }
 
+/* Keys longer than the blocks the map copies keys into, between short ones. */
+static void test_long_keys(void)
+{
+    struct strmap *m;
+    static char big[3][20000];
+    CHECK_INT(strmap_new(&m), 0);
+    for (int i = 0; i < 3; i++) {
+        memset(big[i], 'a' + i, sizeof big[i] - 1);
+        big[i][sizeof big[i] - 1] = '\0';
+        CHECK_INT(strmap_add(m, "short", NULL), i == 0);
+        CHECK_INT(strmap_add(m, big[i], big[i]), 1);
+    }
+    int all = 1;
+    for (int i = 0; i < 3; i++) {
+        void *v = NULL;
+        all &= strmap_get(m, big[i], &v) == 1 && v == big[i];
+    }
+    CHECK(all);
+    big[1][100] = 'z';
+    CHECK_INT(strmap_get(m, big[1], NULL), 0);
+    CHECK_INT(strmap_get(m, "short", NULL), 1);
+    strmap_free(m, NULL);
+}
+
 int main(void)
 {
     test_add_get();
     test_growth_and_clear();
+    test_long_keys();
     return unit_done("strmap");
 }
