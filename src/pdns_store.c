@@ -89,8 +89,7 @@ enum q {
 _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any record's content");
 #define OWNED_SQL                                                                                  \
     "SELECT j.k, o.record_id, r.id, r.domain_id, r.name, r.type, r.content, r.ttl FROM " JT_VMS    \
-    " STRAIGHT_JOIN cspdns_record o ON o.vm_id = j.v LEFT JOIN records r ON r.id = o.record_id "   \
-    "ORDER BY j.k, o.record_id"
+    " STRAIGHT_JOIN cspdns_record o ON o.vm_id = j.v LEFT JOIN records r ON r.id = o.record_id"
 /* Rows identical to a desired record. The optimizer, knowing nothing of the JSON's size, would
  * reach records through its domain_id index and scan a whole zone per record; "+ 0" leaves it
  * only the (name, type) index. */
@@ -105,7 +104,7 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
     "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, "                            \
     "COALESCE(r.type = j.t AND r.content = j.c, 0), r.disabled, r.ordername, r.auth "              \
     "FROM " JT_REC_FIRST " STRAIGHT_JOIN records r ON " SAME_NAME                                  \
-    " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c)) ORDER BY j.k, r.id"
+    " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c))"
 /* Only the identical rows, in CAND_SQL's columns, for names many records share (an instance
  * group's). The (name, type) index does not hold the content, so a lookup per record walks
  * every row at its name and type: quadratic in the group's size (50 records of a 1,000-member
@@ -117,10 +116,12 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
     "r.ordername, r.auth FROM (SELECT DISTINCT d, n FROM " JT_REC_KEYS ") nm STRAIGHT_JOIN "       \
     "records r ON r.name = nm.n AND r.domain_id + 0 = nm.d STRAIGHT_JOIN (SELECT DISTINCT * "      \
     "FROM " JT_REC_KEYS                                                                            \
-    ") j ON j.d = r.domain_id AND j.n = r.name AND j.t = r.type AND j.c = r.content "              \
-    "ORDER BY j.k, r.id"
+    ") j ON j.d = r.domain_id AND j.n = r.name AND j.t = r.type AND j.c = r.content"
 
-/* Q_OWNED is ordered so that of duplicate owned rows the oldest is the one kept. Q_COUNT_OWNERS
+/* The reads below leave the order of their rows to the writer, which sorts what it keeps
+ * (cmp_own, cmp_cand): with an ORDER BY, MariaDB copied the JSON table into a temporary table
+ * and sorted it first, about a third of the candidates' read. read_owned sorts a VM's rows by
+ * id, so that of duplicate owned rows the oldest is the one kept. Q_COUNT_OWNERS
  * takes no lock: it runs while the records rows are locked, and every change to a row's owners
  * happens under that lock. Plans (the _RO reads) take no locks: a dry run must never make the
  * daemon wait. */
@@ -1279,6 +1280,12 @@ struct brec { /* a desired record */
     long long old_ttl;
 };
 
+struct bcand { /* a row that compares equal to a desired record */
+    size_t rec;
+    long long id;
+    long row;
+};
+
 struct bvm {
     size_t own0, nown; /* own[own0 .. own0+nown) */
     size_t rec0;       /* recs[rec0 .. rec0+n) */
@@ -1313,7 +1320,7 @@ struct batch {
     size_t nown, own_cap;
     struct brec *recs;
     size_t nrecs;
-    long *cand;
+    struct bcand *cand;
     size_t ncand, cand_cap;
     struct bpair *pairs;
     size_t npairs, pairs_cap;
@@ -1602,6 +1609,14 @@ static int rowcols_read(struct rowcols *rc, int ncols)
     return 1;
 }
 
+static int cmp_own(const void *a, const void *b)
+{
+    const struct bown *x = a, *y = b;
+    if (x->vm != y->vm)
+        return (x->vm > y->vm) - (x->vm < y->vm);
+    return (x->record_id > y->record_id) - (x->record_id < y->record_id);
+}
+
 static csp_status read_owned(struct pdns_store *st, struct batch *b, char *err, size_t errlen)
 {
     enum q q = b->plan ? Q_OWNED_RO : Q_OWNED;
@@ -1634,14 +1649,18 @@ static csp_status read_owned(struct pdns_store *st, struct batch *b, char *err, 
             s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading owned records");
             break;
         }
-        if (b->bv[k].nown++ == 0)
-            b->bv[k].own0 = b->nown;
         b->nown++;
     }
     if (s == CSP_OK && more < 0)
         s = stmt_fail(st, q, err, errlen, "reading the records the batch's VMs own");
     q_done(st, q, s);
-    return s;
+    if (s != CSP_OK)
+        return s;
+    qsort(b->own, b->nown, sizeof *b->own, cmp_own);
+    for (size_t j = 0; j < b->nown; j++)
+        if (b->bv[b->own[j].vm].nown++ == 0)
+            b->bv[b->own[j].vm].own0 = j;
+    return CSP_OK;
 }
 
 static int owned_matches(const struct brow *o, const struct zone *z, const struct dns_record *r,
@@ -1713,6 +1732,14 @@ static int known_row(struct known *k, size_t name, long long id, const char *typ
     return 0;
 }
 
+static int cmp_cand(const void *a, const void *b)
+{
+    const struct bcand *x = a, *y = b;
+    if (x->rec != y->rec)
+        return (x->rec > y->rec) - (x->rec < y->rec);
+    return (x->id > y->id) - (x->id < y->id);
+}
+
 /* Runs Q_CAND, Q_SAME or Q_SAME_RO on the JSON in b->j and notes the candidates of each record
  * and, for the rectify, the rows at names the read made known. */
 static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, char *err,
@@ -1729,6 +1756,7 @@ static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, cha
     if (q_exec(st, q, p, q == Q_CAND ? 1 : 2))
         return stmt_fail(st, q, err, errlen, "%s", what);
     csp_status s = CSP_OK;
+    size_t start = b->ncand;
     rowcols_bind(&rc, 7);
     col_int(&rc.res[7], &rc.c[7]);
     col_int(&rc.res[8], &rc.c[8]);
@@ -1765,14 +1793,20 @@ static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, cha
             s = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory reading records");
             break;
         }
-        if (r->ncand++ == 0)
-            r->cand = b->ncand;
-        b->cand[b->ncand++] = row;
+        b->cand[b->ncand++] = (struct bcand){(size_t)k, rc.c[1].i, row};
     }
     if (s == CSP_OK && more < 0)
         s = stmt_fail(st, q, err, errlen, "%s", what);
     q_done(st, q, s);
-    return s;
+    if (s != CSP_OK)
+        return s;
+    qsort(b->cand + start, b->ncand - start, sizeof *b->cand, cmp_cand);
+    for (size_t i = start; i < b->ncand; i++) {
+        struct brec *r = &b->recs[b->cand[i].rec];
+        if (r->ncand++ == 0)
+            r->cand = i;
+    }
+    return CSP_OK;
 }
 
 /* A name more of a chunk's records share is read through the (name, type) index: it is most
@@ -1952,7 +1986,7 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
     first_fresh = fresh;
     /* In the order the database would list them: the rows read, then the ones inserted since. */
     for (size_t k = 0; seen < MAX_CANDIDATES && (k < r->ncand || fresh >= 0); k++) {
-        long row = k < r->ncand ? b->cand[r->cand + k] : fresh;
+        long row = k < r->ncand ? b->cand[r->cand + k].row : fresh;
         if (k >= r->ncand)
             fresh = b->rows[fresh].next_fresh;
         const struct brow *w = &b->rows[row];

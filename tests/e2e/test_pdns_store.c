@@ -1665,6 +1665,38 @@ static void test_shared_name_copies(struct ctx *t)
     E2E_SQL(t->db, "DELETE FROM records WHERE domain_id = %lld AND name = '%s'", t->fwd.id, g);
 }
 
+/* Of identical rows other VMs own, a VM that wants the same record co-owns the oldest (the
+ * candidates are taken in id order). */
+static void test_coown_oldest(struct ctx *t)
+{
+    struct pdns_apply_stats x;
+    struct rset d = {0};
+    char dn[DNS_NAME_BUFSZ], vmd[3][64];
+    long long ids[2];
+
+    printf("  of two identical rows other VMs own, a third VM co-owns the older\n");
+    snprintf(dn, sizeof dn, "dup.%s", t->fwd.name);
+    for (int i = 0; i < 2; i++) {
+        snprintf(vmd[i], sizeof vmd[i], "%s-dup%d", t->p, i);
+        E2E_SQL(t->db,
+                "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+                "VALUES (%lld, '%s', 'A', '10.9.4.1', 600, 0, 0, 1)",
+                t->fwd.id, dn);
+        ids[i] = (long long)mysql_insert_id(t->db);
+        E2E_SQL(t->db, "INSERT INTO cspdns_record (record_id, vm_id) VALUES (%lld, '%s')", ids[i],
+                vmd[i]);
+    }
+    snprintf(vmd[2], sizeof vmd[2], "%s-dup2", t->p);
+    add(&d, DNS_RR_A, dn, "10.9.4.1", 600);
+    CHECK_INT(apply(t, vmd[2], &d, &x), CSP_OK);
+    CHECK_STATS(x, 1, 0, 0, 0, 0, 0, 0);
+    CHECK_INT(owners(t, ids[0]), 2);
+    CHECK_INT(owners(t, ids[1]), 1);
+    for (int i = 0; i < 3; i++)
+        CHECK_INT(apply(t, vmd[i], NULL, &x), CSP_OK);
+    CHECK_INT(nrows(t, &t->fwd, dn, "A", "10.9.4.1"), 0);
+}
+
 static void test_ping(struct ctx *t)
 {
     char err[512];
@@ -1727,6 +1759,7 @@ int main(void)
     test_rectify_known_rows(&t);
     test_rectify_shared_name(&t);
     test_shared_name_copies(&t);
+    test_coown_oldest(&t);
     test_equivalence(&t);
     test_big_batch(&t);
     cleanup(&t);
