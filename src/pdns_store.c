@@ -1656,7 +1656,8 @@ static csp_status read_owned(struct pdns_store *st, struct batch *b, char *err, 
     q_done(st, q, s);
     if (s != CSP_OK)
         return s;
-    qsort(b->own, b->nown, sizeof *b->own, cmp_own);
+    if (b->nown)
+        qsort(b->own, b->nown, sizeof *b->own, cmp_own);
     for (size_t j = 0; j < b->nown; j++)
         if (b->bv[b->own[j].vm].nown++ == 0)
             b->bv[b->own[j].vm].own0 = j;
@@ -1800,7 +1801,8 @@ static csp_status cand_run(struct pdns_store *st, struct batch *b, enum q q, cha
     q_done(st, q, s);
     if (s != CSP_OK)
         return s;
-    qsort(b->cand + start, b->ncand - start, sizeof *b->cand, cmp_cand);
+    if (b->ncand > start)
+        qsort(b->cand + start, b->ncand - start, sizeof *b->cand, cmp_cand);
     for (size_t i = start; i < b->ncand; i++) {
         struct brec *r = &b->recs[b->cand[i].rec];
         if (r->ncand++ == 0)
