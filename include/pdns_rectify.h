@@ -11,9 +11,10 @@
 #include "status.h"
 
 /* Told each name (no trailing dot) whose empty non-terminal row pdns_rectify_names inserted or
- * deleted, once its writes went through: such a name turns from NXDOMAIN to NODATA or back, so
- * a cache holding its old answer must forget it. Returns 0, or -1 when memory ran out. */
-typedef int (*pdns_rectify_ent_fn)(void *ud, const char *name);
+ * deleted in zone domain_id, once its writes went through: such a name turns from NXDOMAIN to
+ * NODATA or back, so a cache holding its old answer must forget it. Returns 0, or -1 when memory
+ * ran out. */
+typedef int (*pdns_rectify_ent_fn)(void *ud, long long domain_id, const char *name);
 
 /* The statements pdns_rectify_names prepared on one connection, kept for its later calls:
  * preparing them anew per batch cost a round trip and a parse each. Bound to that connection:
@@ -64,5 +65,20 @@ csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
                                     long long domain_id, const char *zone, const char *const *names,
                                     size_t n, const struct pdns_rectify_known *known,
                                     pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);
+
+/* One zone's share of pdns_rectify_zones: pdns_rectify_names_known's arguments. */
+struct pdns_rectify_zone {
+    long long domain_id;
+    const char *zone;
+    const char *const *names;
+    size_t n;
+    const struct pdns_rectify_known *known; /* NULL: reads every name */
+};
+
+/* pdns_rectify_names_known for each of zones[0..nzones) in turn, stopping at the first that
+ * fails; the zones' keys and metadata are read with one statement for them all. */
+csp_status pdns_rectify_zones(MYSQL *db, struct pdns_rectify_stmts *stmts,
+                              const struct pdns_rectify_zone *zones, size_t nzones,
+                              pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);
 
 #endif

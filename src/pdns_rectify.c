@@ -116,10 +116,16 @@ static csp_status classify(unsigned no)
     return CSP_PERMANENT;
 }
 
+/* ctx names a zone, or (domain_id 0) none: the statement was about several. */
 static csp_status stmt_fail(struct ctx *c, MYSQL_STMT *st, const char *what)
 {
     unsigned no = st ? mysql_stmt_errno(st) : mysql_errno(c->db);
     const char *msg = st ? mysql_stmt_error(st) : mysql_error(c->db);
+    if (!c->domain_id)
+        return fail(c, classify(no),
+                    "MySQL: %s (errno %u) while %s; DNSSEC fields were not updated, the "
+                    "transaction must be rolled back",
+                    msg, no, what);
     return fail(c, classify(no),
                 "MySQL: %s (errno %u) while %s for zone %s (id %lld); DNSSEC fields of the zone "
                 "were not updated, the transaction must be rolled back",
@@ -466,45 +472,75 @@ static int parse_nsec3param(struct zone_info *zi, const char *s)
     return 0;
 }
 
-static csp_status read_zone(struct ctx *c)
+/* What a zone's keys and metadata say, as read (one zone's rows, or several zones' at once). */
+struct zone_meta {
+    int keys, presigned, narrow, seen_param, seen_narrow;
+    char param[FIELD_BUFSZ];
+};
+
+static void meta_note(struct zone_meta *m, const char *kind, const char *v)
 {
-    static const char sql[] =
-        "SELECT kind, content FROM domainmetadata WHERE domain_id = ? AND kind IN ('PRESIGNED', "
-        "'NSEC3PARAM', 'NSEC3NARROW') UNION ALL SELECT '#keys', COUNT(*) FROM cryptokeys "
-        "WHERE domain_id = ? AND active = 1";
-    const char *what = "reading the zone's keys and DNSSEC metadata";
-    struct prm p[] = {{P_INT, NULL, c->domain_id}, {P_INT, NULL, c->domain_id}};
-    char cols[2][FIELD_BUFSZ];
-    my_bool isnull[2];
-    MYSQL_STMT *st;
-    csp_status rc = run(c, sql, p, 2, &st, what);
-    int r, keys = 0, seen_param = 0, seen_narrow = 0;
-    char param[FIELD_BUFSZ] = "";
-    if (rc != CSP_OK)
-        return rc;
-    while ((r = fetch(c, st, cols, isnull, 2, what, &rc)) == 1) {
-        const char *v = isnull[1] ? "" : cols[1];
-        if (!strcmp(cols[0], "#keys"))
-            keys = atoi(v);
-        else if (!strcmp(cols[0], "PRESIGNED"))
-            c->zi.presigned |= !strcmp(v, "1");
-        else if (!strcmp(cols[0], "NSEC3PARAM") && !seen_param++)
-            snprintf(param, sizeof param, "%s", v);
-        else if (!strcmp(cols[0], "NSEC3NARROW") && !seen_narrow++)
-            c->zi.narrow = !strcmp(v, "1");
-    }
-    stmt_done(c, st, r >= 0);
-    if (r < 0)
-        return rc;
-    c->zi.mode = keys > 0 ? (param[0] ? MODE_NSEC3 : MODE_NSEC) : MODE_UNSIGNED;
-    if (c->zi.mode == MODE_NSEC3 && parse_nsec3param(&c->zi, param))
+    if (!strcmp(kind, "#keys"))
+        m->keys = atoi(v);
+    else if (!strcmp(kind, "PRESIGNED"))
+        m->presigned |= !strcmp(v, "1");
+    else if (!strcmp(kind, "NSEC3PARAM") && !m->seen_param++)
+        snprintf(m->param, sizeof m->param, "%s", v);
+    else if (!strcmp(kind, "NSEC3NARROW") && !m->seen_narrow++)
+        m->narrow = !strcmp(v, "1");
+}
+
+static csp_status zone_settle(struct ctx *c, const struct zone_meta *m)
+{
+    c->zi.presigned = m->presigned;
+    c->zi.narrow = m->narrow;
+    c->zi.mode = m->keys > 0 ? (m->param[0] ? MODE_NSEC3 : MODE_NSEC) : MODE_UNSIGNED;
+    if (c->zi.mode == MODE_NSEC3 && parse_nsec3param(&c->zi, m->param))
         return fail(c, CSP_PERMANENT,
                     "zone %s: NSEC3PARAM metadata \"%s\" is not \"1 FLAGS ITERATIONS SALT\"; "
                     "fix it with pdnsutil set-nsec3",
-                    c->zone, param);
+                    c->zone, m->param);
     if (c->zi.mode != MODE_NSEC3)
         c->zi.narrow = 0;
     return CSP_OK;
+}
+
+/* The keys and metadata of zones ids[0..n), one statement for them all (ctx names no zone). */
+static csp_status read_zones(struct ctx *c, const long long *ids, size_t n, struct zone_meta *out)
+{
+    static const char sql[] =
+        "SELECT m.domain_id, m.kind, m.content FROM JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH "
+        "'$')) j STRAIGHT_JOIN domainmetadata m ON m.domain_id = j.id AND m.kind IN ('PRESIGNED', "
+        "'NSEC3PARAM', 'NSEC3NARROW') UNION ALL SELECT k.domain_id, '#keys', COUNT(*) FROM "
+        "JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$')) j STRAIGHT_JOIN cryptokeys k ON "
+        "k.domain_id = j.id AND k.active = 1 GROUP BY k.domain_id";
+    const char *what = "reading the zones' keys and DNSSEC metadata";
+    textbuf js = TEXTBUF_INIT;
+    int oom = textbuf_putc(&js, '[') != 0;
+    for (size_t i = 0; i < n; i++)
+        oom |= textbuf_printf(&js, i ? ",%lld" : "%lld", ids[i]) != 0;
+    oom |= textbuf_putc(&js, ']') != 0;
+    if (oom) {
+        textbuf_free(&js);
+        return fail(c, CSP_TRANSIENT, "out of memory while %s", what);
+    }
+    struct prm p[2] = {{P_STR, textbuf_str(&js), 0}, {P_STR, textbuf_str(&js), 0}};
+    char cols[3][FIELD_BUFSZ];
+    my_bool isnull[3];
+    MYSQL_STMT *st;
+    csp_status rc = run(c, sql, p, 2, &st, what);
+    int r = 0;
+    textbuf_free(&js);
+    if (rc != CSP_OK)
+        return rc;
+    while ((r = fetch(c, st, cols, isnull, 3, what, &rc)) == 1) {
+        long long id = strtoll(cols[0], NULL, 10);
+        for (size_t i = 0; i < n; i++)
+            if (ids[i] == id)
+                meta_note(&out[i], cols[1], isnull[2] ? "" : cols[2]);
+    }
+    stmt_done(c, st, r >= 0);
+    return r < 0 ? rc : CSP_OK;
 }
 
 /* Copies src into dst[0..size), cut at size - 1 bytes: column widths bound every value here. */
@@ -1220,7 +1256,7 @@ static csp_status report_ents(struct ctx *c, pdns_rectify_ent_fn on_ent, void *u
 {
     for (size_t i = 0; on_ent && i < c->ndel + c->nins; i++) {
         const struct node *n = i < c->ndel ? c->del[i] : c->ins[i - c->ndel];
-        if (on_ent(ud, n->name))
+        if (on_ent(ud, c->domain_id, n->name))
             return fail(c, CSP_TRANSIENT, "out of memory noting the empty non-terminals of zone %s",
                         c->zone);
     }
@@ -1235,36 +1271,29 @@ csp_status pdns_rectify_names(MYSQL *db, struct pdns_rectify_stmts *stmts, long 
                                     errlen);
 }
 
-csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
-                                    long long domain_id, const char *zone, const char *const *names,
-                                    size_t n, const struct pdns_rectify_known *known,
-                                    pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
+/* One zone, its keys and metadata already read into meta. */
+static csp_status rectify_zone(MYSQL *db, struct pdns_rectify_stmts *stmts,
+                               const struct pdns_rectify_zone *zone, const struct zone_meta *meta,
+                               pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
 {
     char z[NAME_BUFSZ];
-    struct pdns_rectify_stmts own = {0};
     struct ctx c = {.db = db,
-                    .stmts = stmts ? stmts : &own,
-                    .known = known,
-                    .domain_id = domain_id,
+                    .stmts = stmts,
+                    .known = zone->known,
+                    .domain_id = zone->domain_id,
                     .zone = z,
                     .err = err,
                     .errlen = errlen};
     csp_status rc;
 
-    if (err && errlen)
-        err[0] = '\0';
-    if (!zone || strlen(zone) >= sizeof z)
-        return fail(&c, CSP_PERMANENT, "internal error: bad zone name given for rectify");
-    snprintf(z, sizeof z, "%s", zone);
+    snprintf(z, sizeof z, "%s", zone->zone);
     lower(z);
     c.zlen = strlen(z);
-    if (!n)
-        return CSP_OK;
-    rc = read_zone(&c);
+    rc = zone_settle(&c, meta);
     /* Rectify refuses presigned zones: their fields come with the transferred signatures. */
     if (rc != CSP_OK || c.zi.presigned)
         goto done;
-    if ((rc = collect(&c, names, n)) != CSP_OK || (rc = read_rows(&c)) != CSP_OK ||
+    if ((rc = collect(&c, zone->names, zone->n)) != CSP_OK || (rc = read_rows(&c)) != CSP_OK ||
         (rc = find_ents(&c)) != CSP_OK)
         goto done;
     c.del = calloc(c.nn, sizeof *c.del);
@@ -1288,7 +1317,6 @@ csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
     if (rc == CSP_OK)
         rc = report_ents(&c, on_ent, ud);
 done:
-    pdns_rectify_stmts_clear(&own);
     free(c.upd);
     free(c.del);
     free(c.ins);
@@ -1301,4 +1329,46 @@ done:
     free(c.nodes);
     free(c.rows);
     return rc;
+}
+
+csp_status pdns_rectify_zones(MYSQL *db, struct pdns_rectify_stmts *stmts,
+                              const struct pdns_rectify_zone *zones, size_t nzones,
+                              pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
+{
+    struct pdns_rectify_stmts own = {0};
+    struct ctx c = {
+        .db = db, .stmts = stmts ? stmts : &own, .zone = "", .err = err, .errlen = errlen};
+    long long *ids = malloc((nzones ? nzones : 1) * sizeof *ids);
+    struct zone_meta *meta = calloc(nzones ? nzones : 1, sizeof *meta);
+    size_t nids = 0;
+    csp_status rc = CSP_OK;
+
+    if (err && errlen)
+        err[0] = '\0';
+    if (!ids || !meta)
+        rc = fail(&c, CSP_TRANSIENT, "out of memory rectifying zones");
+    for (size_t i = 0; i < nzones && rc == CSP_OK; i++) {
+        if (!zones[i].zone || strlen(zones[i].zone) >= NAME_BUFSZ)
+            rc = fail(&c, CSP_PERMANENT, "internal error: bad zone name given for rectify");
+        else if (zones[i].n)
+            ids[nids++] = zones[i].domain_id;
+    }
+    if (rc == CSP_OK && nids)
+        rc = read_zones(&c, ids, nids, meta);
+    for (size_t i = 0, k = 0; i < nzones && rc == CSP_OK; i++)
+        if (zones[i].n)
+            rc = rectify_zone(db, c.stmts, &zones[i], &meta[k++], on_ent, ud, err, errlen);
+    pdns_rectify_stmts_clear(&own);
+    free(ids);
+    free(meta);
+    return rc;
+}
+
+csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
+                                    long long domain_id, const char *zone, const char *const *names,
+                                    size_t n, const struct pdns_rectify_known *known,
+                                    pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
+{
+    struct pdns_rectify_zone z = {domain_id, zone, names, n, known};
+    return pdns_rectify_zones(db, stmts, &z, 1, on_ent, ud, err, errlen);
 }

@@ -2548,17 +2548,11 @@ static csp_status bump_soas(struct pdns_store *st, struct soa *soas, size_t n, u
     return rc;
 }
 
-struct ent_note {
-    struct pdns_store *st;
-    long long domain_id;
-};
-
 /* An empty non-terminal the rectify created or removed changed its answer (NXDOMAIN <-> NODATA)
- * without being one of the names written, so it joins them for the caches' purge. */
-static int note_ent(void *ud, const char *name)
+ * like a record would: it is reported with the names the batch wrote. */
+static int note_ent(void *ud, long long domain_id, const char *name)
 {
-    const struct ent_note *e = ud;
-    return note_name(e->st, e->domain_id, name);
+    return note_name(ud, domain_id, name);
 }
 
 static int cmp_krow(const void *a, const void *b)
@@ -2591,14 +2585,13 @@ static void known_settle(struct known *k)
 
 /* The names of zone domain_id whose rows the store knows, and those rows (from *next on, the
  * settled rows being sorted by zone), for the rectify. */
-static int known_for_zone(const struct known *k, long long domain_id, size_t *next,
-                          const char **names, struct pdns_rectify_row **rows,
-                          struct pdns_rectify_known *out)
+/* The known names of zone domain_id and their rows, at names and rows (which have room for all
+ * of k's): the rows from *next on, which known_settle sorted by zone. */
+static struct pdns_rectify_known known_for_zone(const struct known *k, long long domain_id,
+                                                size_t *next, const char **names,
+                                                struct pdns_rectify_row *rows)
 {
     size_t nn = 0, nr = 0, i = *next;
-    *rows = malloc((k->nrows ? k->nrows : 1) * sizeof **rows);
-    if (!*rows)
-        return -1;
     for (size_t j = 0; j < k->nnames; j++)
         if (k->names[j].domain_id == domain_id)
             names[nn++] = k->names[j].name;
@@ -2606,7 +2599,7 @@ static int known_for_zone(const struct known *k, long long domain_id, size_t *ne
         const struct krow *w = &k->rows[i];
         if (w->domain_id < domain_id)
             continue;
-        (*rows)[nr++] = (struct pdns_rectify_row){
+        rows[nr++] = (struct pdns_rectify_row){
             .name = k->names[w->name].name,
             .id = w->id,
             .type = w->type_null ? NULL : w->type,
@@ -2615,8 +2608,7 @@ static int known_for_zone(const struct known *k, long long domain_id, size_t *ne
         };
     }
     *next = i;
-    *out = (struct pdns_rectify_known){names, nn, *rows, nr};
-    return 0;
+    return (struct pdns_rectify_known){names, nn, rows, nr};
 }
 
 /* Rectifies (DNSSEC ordername/auth, empty non-terminals) the names changed in each touched zone,
@@ -2624,40 +2616,43 @@ static int known_for_zone(const struct known *k, long long domain_id, size_t *ne
 static csp_status rectify_zones(struct pdns_store *st, char *err, size_t errlen)
 {
     /* Only the names written are rectified; note_ent appends the ENTs behind them. */
-    size_t nchg = st->nchg;
+    size_t nchg = st->nchg, nz = 0, nnames = 0, nkn = 0, nrows = 0, next = 0;
     const char **names = malloc((nchg ? nchg : 1) * sizeof *names);
     const char **kn = malloc((st->kn.nnames ? st->kn.nnames : 1) * sizeof *kn);
+    struct pdns_rectify_row *rows = malloc((st->kn.nrows ? st->kn.nrows : 1) * sizeof *rows);
+    struct pdns_rectify_known *known = malloc((st->nzones ? st->nzones : 1) * sizeof *known);
+    struct pdns_rectify_zone *zones = malloc((st->nzones ? st->nzones : 1) * sizeof *zones);
     csp_status rc = CSP_OK;
 
-    if (!names || !kn) {
-        free(names);
-        free(kn);
-        return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
+    if (!names || !kn || !rows || !known || !zones) {
+        rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
+        goto done;
     }
-    size_t next = 0;
     known_settle(&st->kn);
-    for (size_t z = 0; z < st->nzones && rc == CSP_OK; z++) {
+    for (size_t z = 0; z < st->nzones; z++) {
         const struct zone *zone = zone_by_id(st, st->zones[z]);
-        struct ent_note ents = {st, st->zones[z]};
-        struct pdns_rectify_row *rows = NULL;
-        struct pdns_rectify_known known;
-        size_t n = 0;
         if (!zone)
             continue; /* deleted from domains meanwhile: nothing left to rectify */
+        size_t n0 = nnames;
         for (size_t i = 0; i < nchg; i++)
-            if (st->chg[i].domain_id == st->zones[z])
-                names[n++] = st->chg[i].name;
-        if (known_for_zone(&st->kn, zone->id, &next, kn, &rows, &known))
-            rc = plain_fail(CSP_TRANSIENT, err, errlen, "out of memory rectifying zones");
-        else
-            rc = pdns_rectify_names_known(st->conn, st->rx, zone->id, zone->name, names, n, &known,
-                                          note_ent, &ents, err, errlen);
-        free(rows);
-        if (rc != CSP_OK && mysql_errno(st->conn) && err_conn_lost(mysql_errno(st->conn)))
-            st->lost = 1;
+            if (st->chg[i].domain_id == zone->id)
+                names[nnames++] = st->chg[i].name;
+        known[nz] = known_for_zone(&st->kn, zone->id, &next, kn + nkn, rows + nrows);
+        nkn += known[nz].nnames;
+        nrows += known[nz].nrows;
+        zones[nz] =
+            (struct pdns_rectify_zone){zone->id, zone->name, names + n0, nnames - n0, &known[nz]};
+        nz++;
     }
+    rc = pdns_rectify_zones(st->conn, st->rx, zones, nz, note_ent, st, err, errlen);
+    if (rc != CSP_OK && mysql_errno(st->conn) && err_conn_lost(mysql_errno(st->conn)))
+        st->lost = 1;
+done:
     free(names);
     free(kn);
+    free(rows);
+    free(known);
+    free(zones);
     return rc;
 }
 
