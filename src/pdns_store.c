@@ -21,6 +21,7 @@
 #include "logger.h"
 #include "pdns_rectify.h"
 #include "strmap.h"
+#include "strpool.h"
 #include "textbuf.h"
 
 #define LOG_MOD "store"
@@ -1256,9 +1257,11 @@ struct brow {     /* a records row the chunk reads or inserts */
     int deleted, fresh;
     long next_fresh; /* fresh rows: the next one with the same key, or -1 */
     long kn;         /* fresh rows: its name in the store's known names, or -1 */
-    char name[DNS_NAME_BUFSZ];
+    /* In the batch's strings (rows read) or the desired record's (rows inserted), both as long
+     * as the batch: a chunk of renames holds thousands of rows, and two name buffers each were
+     * most of the writer's memory. */
+    const char *name, *content;
     char type[TYPE_BUFSZ];
-    char content[DNS_NAME_BUFSZ];
 };
 
 struct bown { /* an ownership a VM of the chunk held when the chunk started */
@@ -1325,6 +1328,7 @@ struct batch {
     struct bpair *pairs;
     size_t npairs, pairs_cap;
     struct jsarg j;
+    struct strpool strs; /* the names and contents of the rows read */
 };
 
 static void batch_free(struct batch *b)
@@ -1339,6 +1343,7 @@ static void batch_free(struct batch *b)
     free(b->pairs);
     textbuf_free(&b->j.js);
     free(b->j.ord);
+    strpool_clear(&b->strs);
     memset(b, 0, sizeof *b);
 }
 
@@ -1399,6 +1404,10 @@ static long row_get(struct batch *b, long long id, const struct brow *read)
     b->rows[b->nrows] = *read;
     b->rows[b->nrows].id = id;
     b->rows[b->nrows].next_fresh = -1;
+    b->rows[b->nrows].name = strpool_dup(&b->strs, read->name);
+    b->rows[b->nrows].content = strpool_dup(&b->strs, read->content);
+    if (!b->rows[b->nrows].name || !b->rows[b->nrows].content)
+        return -1;
     if (strmap_add(b->row_by_id, key, (void *)(uintptr_t)(b->nrows + 1)) < 0)
         return -1;
     return (long)b->nrows++;
@@ -1575,21 +1584,24 @@ static csp_status lock_zones(struct pdns_store *st, struct batch *b, char *err, 
 struct rowcols {
     MYSQL_BIND res[12];
     struct col c[12];
-    struct brow row;
+    struct brow row; /* name and content point at the buffers below until row_get copies them */
+    char name[DNS_NAME_BUFSZ], content[DNS_NAME_BUFSZ];
     char ord[1024]; /* the candidates' read: ordername, wider than records.ordername */
 };
 
 static void rowcols_bind(struct rowcols *rc, int ncols)
 {
     memset(&rc->row, 0, sizeof rc->row);
+    rc->row.name = rc->name;
+    rc->row.content = rc->content;
     int off = ncols - 6;
     for (int i = 0; i < off; i++)
         col_int(&rc->res[i], &rc->c[i]);
     col_int(&rc->res[off], &rc->c[off]);
     col_int(&rc->res[off + 1], &rc->c[off + 1]);
-    col_str(&rc->res[off + 2], &rc->c[off + 2], rc->row.name, sizeof rc->row.name);
+    col_str(&rc->res[off + 2], &rc->c[off + 2], rc->name, sizeof rc->name);
     col_str(&rc->res[off + 3], &rc->c[off + 3], rc->row.type, sizeof rc->row.type);
-    col_str(&rc->res[off + 4], &rc->c[off + 4], rc->row.content, sizeof rc->row.content);
+    col_str(&rc->res[off + 4], &rc->c[off + 4], rc->content, sizeof rc->content);
     col_int(&rc->res[off + 5], &rc->c[off + 5]);
 }
 
@@ -2034,9 +2046,9 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
                        .fresh = 1,
                        .next_fresh = -1,
                        .kn = r->kn};
-    copy_str(row.name, sizeof row.name, d->name);
+    row.name = d->name;
+    row.content = d->content;
     copy_str(row.type, sizeof row.type, type);
-    copy_str(row.content, sizeof row.content, d->content);
     if (GROW(b->rows, b->nrows, b->rows_cap))
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory applying VM %s",
                           b->vms[r->vm].vm_id);

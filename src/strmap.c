@@ -6,28 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strpool.h"
+
 struct slot {
     const char *key; /* NULL: empty */
     void *value;
     uint64_t hash;
 };
 
-/* Keys are copied into blocks the map owns: one allocation per few hundred keys instead of one
- * per key, which the store's per-batch maps (thousands of names each) spent much of their time
- * on. */
-struct block {
-    struct block *next;
-    size_t used, cap;
-    char data[];
-};
-
-#define BLOCK_MIN 8192
-
 struct strmap {
     struct slot *slots;
     size_t cap; /* a power of two */
     size_t count;
-    struct block *blocks; /* the newest first */
+    struct strpool keys; /* the copies of the keys: one allocation per few hundred, not per key */
 };
 
 static uint64_t hash(const char *s)
@@ -67,11 +58,7 @@ void strmap_clear(struct strmap *m, void (*free_value)(void *))
         m->slots[i].value = NULL;
     }
     m->count = 0;
-    while (m->blocks) {
-        struct block *next = m->blocks->next;
-        free(m->blocks);
-        m->blocks = next;
-    }
+    strpool_clear(&m->keys);
 }
 
 void strmap_free(struct strmap *m, void (*free_value)(void *))
@@ -106,24 +93,6 @@ static int grow(struct strmap *m)
     return 0;
 }
 
-static const char *copy_key(struct strmap *m, const char *key)
-{
-    size_t len = strlen(key) + 1;
-    struct block *b = m->blocks;
-    if (!b || b->cap - b->used < len) {
-        size_t cap = len > BLOCK_MIN ? len : BLOCK_MIN;
-        if (!(b = malloc(sizeof *b + cap)))
-            return NULL;
-        b->next = m->blocks;
-        b->used = 0;
-        b->cap = cap;
-        m->blocks = b;
-    }
-    char *copy = memcpy(b->data + b->used, key, len);
-    b->used += len;
-    return copy;
-}
-
 int strmap_add(struct strmap *m, const char *key, void *value)
 {
     if ((m->count + 1) * 2 > m->cap && grow(m) != 0)
@@ -132,7 +101,7 @@ int strmap_add(struct strmap *m, const char *key, void *value)
     struct slot *s = find(m->slots, m->cap, key, h);
     if (s->key)
         return 0;
-    if (!(s->key = copy_key(m, key)))
+    if (!(s->key = strpool_dup(&m->keys, key)))
         return -1;
     s->value = value;
     s->hash = h;
