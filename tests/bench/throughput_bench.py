@@ -554,18 +554,25 @@ class Bench:
     def policy(self):
         exe = self.args.policy_bench or os.path.join(os.path.dirname(self.st.bin), "tests",
                                                      "bench", "policy_bench")
-        r = subprocess.run([exe, "--seconds", "3", "--json"], capture_output=True, text=True,
-                           timeout=120)
-        if r.returncode:
-            raise RuntimeError(f"policy_bench failed: {r.stderr}")
-        self.res["policy"] = json.loads(r.stdout)
+        # The best of three runs: one core's rate, not what else the machine was doing (the
+        # stack's services settle in the first seconds after they start).
+        runs = []
+        for _ in range(3):
+            r = subprocess.run([exe, "--seconds", "3", "--json"], capture_output=True, text=True,
+                               timeout=120)
+            if r.returncode:
+                raise RuntimeError(f"policy_bench failed: {r.stderr}")
+            runs.append(json.loads(r.stdout))
+        self.res["policy"] = max(runs, key=lambda x: x["per_second"])
+        self.res["policy"]["runs_per_second"] = [round(x["per_second"]) for x in runs]
         # The same without ctx.event: how much of a call goes into converting the event.
         r = subprocess.run([exe, "--seconds", "3", "--json", "--no-event"], capture_output=True,
                            text=True, timeout=120)
         if r.returncode == 0:
             self.res["policy"]["per_second_without_ctx_event"] = \
                 json.loads(r.stdout)["per_second"]
-        print(f"policy: {self.res['policy']['per_second']:.0f} evaluations/s "
+        print(f"policy: {self.res['policy']['per_second']:.0f} evaluations/s, best of "
+              f"{self.res['policy']['runs_per_second']} "
               f"({self.res['policy'].get('per_second_without_ctx_event', 0):.0f} without "
               f"ctx.event)", flush=True)
 
