@@ -15,6 +15,7 @@
 
 #include "json.h"
 #include "strmap.h"
+#include "strpool.h"
 #include "textbuf.h"
 
 #define NAME_BUFSZ 256
@@ -39,13 +40,13 @@ struct row {
     size_t node;
     int type_null, ord_null, auth;
     char type[16];
-    char ord[NAME_BUFSZ];
+    const char *ord; /* in ctx's strs */
 };
 
 /* One name: a given one or an ancestor of one, strictly below the apex (or the apex itself when
  * given). Flags describe its enabled rows. */
 struct node {
-    char name[NAME_BUFSZ];
+    const char *name; /* in ctx's strs: a given name, its ancestors point into its copy */
     int given, apex;
     int known; /* its rows came with the call (pdns_rectify_known): not read */
     int real, has_ns, has_ds, has_non_ns, ent_rows;
@@ -77,6 +78,7 @@ struct ctx {
     size_t ndel, nins;
     char *err;
     size_t errlen;
+    struct strpool strs; /* the node names and the orderings read */
 };
 
 struct upd {
@@ -343,14 +345,12 @@ static int cmp_str(const void *a, const void *b)
 
 static struct node *find_node(struct ctx *c, const char *name)
 {
-    struct node key;
-    if (strlen(name) >= sizeof key.name)
-        return NULL;
-    strcpy(key.name, name);
+    struct node key = {.name = name};
     return bsearch(&key, c->nodes, c->nn, sizeof *c->nodes, cmp_node);
 }
 
-/* Appends a node; collect adds each name once and sorts the nodes afterwards. */
+/* Appends a node for name, which stays put as long as ctx (in its strs); collect adds each name
+ * once and sorts the nodes afterwards. */
 static int add_node(struct ctx *c, const char *name, int given)
 {
     if (c->nn == c->ncap) {
@@ -363,7 +363,7 @@ static int add_node(struct ctx *c, const char *name, int given)
     }
     struct node *n = &c->nodes[c->nn++];
     memset(n, 0, sizeof *n);
-    snprintf(n->name, sizeof n->name, "%s", name);
+    n->name = name;
     n->given = given;
     n->apex = strcmp(name, c->zone) == 0;
     return 0;
@@ -569,8 +569,8 @@ static int add_row(struct ctx *c, const struct node *n, long long id, const char
     w->type_null = type == NULL;
     copy(w->type, sizeof w->type, type ? type : "");
     w->ord_null = ord == NULL;
-    copy(w->ord, sizeof w->ord, ord ? ord : "");
-    return 0;
+    w->ord = ord ? strpool_dup(&c->strs, ord) : "";
+    return w->ord ? 0 : -1;
 }
 
 static void lower(char *s)
@@ -1230,8 +1230,13 @@ static csp_status collect(struct ctx *c, const char *const *names, size_t n)
                       buf, c->zone);
             break;
         }
+        const char *kept = strpool_dup(&c->strs, buf);
+        if (!kept) {
+            rc = fail(c, CSP_TRANSIENT, "out of memory collecting names of zone %s", c->zone);
+            break;
+        }
         int given = 1;
-        for (const char *a = buf; a && rc == CSP_OK; a = parent(a)) {
+        for (const char *a = kept; a && rc == CSP_OK; a = parent(a)) {
             if (!given && !strcmp(a, c->zone))
                 break;
             void *v;
@@ -1317,6 +1322,7 @@ static csp_status rectify_zone(MYSQL *db, struct pdns_rectify_stmts *stmts,
     if (rc == CSP_OK)
         rc = report_ents(&c, on_ent, ud);
 done:
+    strpool_clear(&c.strs);
     free(c.upd);
     free(c.del);
     free(c.ins);

@@ -370,7 +370,7 @@ class Bench:
                            "ratio_rows": round(b["rows_per_s"] / rps, 3),
                            "ratio_events": round(b["events_per_s"] / rps, 3)}
         print(f"raw ceiling: {len(rows)} rows in {len(stmts)} INSERTs in {secs:.2f}s = "
-              f"{rps:.0f} rows/s; cs-pdns rows/s / raw = {b['rows_per_s'] / rps:.2f}, "
+              f"{rps:.0f} rows/s; cs-pdns rows/s / raw = {b['rows_per_s'] / rps:.3f}, "
               f"cs-pdns events/s / raw rows/s = {b['events_per_s'] / rps:.2f}", flush=True)
 
     # ---- latency
@@ -591,7 +591,7 @@ def table(res, mach):
             b["events_per_s"] >= T["backlog_eps"])
     if raw:
         row(f"raw ceiling, {raw['rows']:,} rows", f"{raw['rows_per_s']:,} rows/s", "", None)
-        row("cs-pdns / raw ceiling (rows/s)", f"{raw['ratio_rows']:.2f} x "
+        row("cs-pdns / raw ceiling (rows/s)", f"{raw['ratio_rows']:.3f} x "
             f"(events/s / rows/s: {raw['ratio_events']:.2f})", f">= {T['ceiling_ratio']} x",
             raw["ratio_rows"] >= T["ceiling_ratio"])
     if lat:
