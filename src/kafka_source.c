@@ -1,9 +1,12 @@
 /* kafka_source.c -- the librdkafka consumer: group membership, offsets, rewinds for retries.
  * Must not: parse payloads or commit an offset the pipeline has not finished with. */
+#define _GNU_SOURCE
 #include "kafka_source.h"
 
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +15,7 @@
 #include "logger.h"
 #include "metrics.h"
 
-#define WAKE_TIMEOUT_MS 100 /* a watermark query that takes longer only delays the next poll */
+#define WAKE_TIMEOUT_MS 100 /* the waker gives up on a watermark query after this long */
 
 /* A partition waiting to redeliver the message at offset; paused until resume_ms. */
 struct rewind {
@@ -38,6 +41,12 @@ struct kafka_source {
     size_t kick_every; /* bytes consumed between two wake_fetcher calls; 0: never */
     size_t since_kick;
     rd_kafka_queue_t *queue; /* the consumer queue, whose length tells a backlog */
+    /* The waker thread sends wake_fetcher's queries: the main thread only posts a partition. */
+    pthread_t waker;
+    int has_waker, waker_stop;
+    pthread_mutex_t wake_mu;
+    pthread_cond_t wake_cv;
+    int32_t wake_partition; /* -1: none posted */
 };
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -229,6 +238,91 @@ int kafka_source_check_config(const struct settings *s, char *err, size_t errlen
     return 0;
 }
 
+/* librdkafka 2.0 stops fetching while its read-ahead is full and looks again only when the
+ * partition's broker thread wakes, about once a second: a backlog with a read-ahead that drains
+ * in less than that stalled between refills (2,219 events/s with 4 MB, 7,600 with 16 MB). Any
+ * request to the broker wakes that thread; a watermark query is a small read-only one. Called
+ * after each quarter of the read-ahead consumed, so the queue is refilled long before it runs
+ * dry, but only while at least half of it is queued: a caught-up consumer's broker holds the
+ * query behind a fetch that waits for data (fetch.wait.max.ms), which delayed events at 200/s
+ * (p99 49 instead of 24 ms), and there is nothing to refill. (librdkafka 2.1 has
+ * fetch.queue.backoff.ms for this.) The query is the waker thread's to wait for: a broker
+ * answers in request order, so it can wait behind a fetch, and in the main loop these waits
+ * (up to 100 ms, 0.35 s in a 20,000-event backlog) left the writer idle between batches. A
+ * query posted while one is in flight is dropped: that one wakes the broker thread already. */
+static void wake_fetcher(struct kafka_source *ks, int32_t partition, size_t msg_len)
+{
+    if (rd_kafka_queue_length(ks->queue) * msg_len < 2 * ks->kick_every)
+        return;
+    ks->since_kick = 0;
+    if (!ks->has_waker)
+        return;
+    pthread_mutex_lock(&ks->wake_mu);
+    if (ks->wake_partition < 0) {
+        ks->wake_partition = partition;
+        pthread_cond_signal(&ks->wake_cv);
+    }
+    pthread_mutex_unlock(&ks->wake_mu);
+}
+
+static void *waker_main(void *arg)
+{
+    struct kafka_source *ks = arg;
+    pthread_setname_np(pthread_self(), "kafka-waker");
+    pthread_mutex_lock(&ks->wake_mu);
+    for (;;) {
+        while (ks->wake_partition < 0 && !ks->waker_stop)
+            pthread_cond_wait(&ks->wake_cv, &ks->wake_mu);
+        if (ks->waker_stop)
+            break;
+        int32_t partition = ks->wake_partition;
+        pthread_mutex_unlock(&ks->wake_mu);
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(ks->rk, ks->topic, partition, &lo,
+                                                                 &hi, WAKE_TIMEOUT_MS);
+        if (e)
+            log_msg(LOG_LVL_DEBUG, "kafka", "waking the fetcher of %s/%" PRId32 ": %s", ks->topic,
+                    partition, rd_kafka_err2str(e));
+        pthread_mutex_lock(&ks->wake_mu);
+        ks->wake_partition = -1;
+    }
+    pthread_mutex_unlock(&ks->wake_mu);
+    return NULL;
+}
+
+/* Starts the waker with every signal blocked: they are the main thread's to handle. Without it
+ * (pthread_create failed) the fetcher is not woken: slower backlogs, nothing lost. */
+static void waker_start(struct kafka_source *ks)
+{
+    sigset_t all, old;
+    pthread_mutex_init(&ks->wake_mu, NULL);
+    pthread_cond_init(&ks->wake_cv, NULL);
+    ks->wake_partition = -1;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    ks->has_waker = pthread_create(&ks->waker, NULL, waker_main, ks) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!ks->has_waker)
+        log_msg(LOG_LVL_WARN, "kafka",
+                "cannot start the fetcher's waker thread: a backlog "
+                "drains more slowly");
+}
+
+/* Before rd_kafka_destroy: the waker may be inside a query. */
+static void waker_stop(struct kafka_source *ks)
+{
+    if (!ks->has_waker)
+        return;
+    pthread_mutex_lock(&ks->wake_mu);
+    ks->waker_stop = 1;
+    pthread_cond_signal(&ks->wake_cv);
+    pthread_mutex_unlock(&ks->wake_mu);
+    pthread_join(ks->waker, NULL);
+    pthread_cond_destroy(&ks->wake_cv);
+    pthread_mutex_destroy(&ks->wake_mu);
+    ks->has_waker = 0;
+}
+
 int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source **out, char *err,
                      size_t errlen)
 {
@@ -261,6 +355,8 @@ int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source *
     }
     rd_kafka_poll_set_consumer(ks->rk);
     ks->queue = rd_kafka_queue_get_consumer(ks->rk);
+    if (ks->kick_every)
+        waker_start(ks);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, s->kafka_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t rerr = rd_kafka_subscribe(ks->rk, topics);
@@ -273,6 +369,7 @@ int kafka_source_new(const struct settings *s, metrics *m, struct kafka_source *
     *out = ks;
     return 0;
 fail:
+    waker_stop(ks);
     if (ks->queue)
         rd_kafka_queue_destroy(ks->queue);
     if (ks->rk)
@@ -293,29 +390,6 @@ static void set_paused(struct kafka_source *ks, struct rewind *r, int pause)
                 r->topic, r->partition, rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(l);
     r->paused = pause;
-}
-
-/* librdkafka 2.0 stops fetching while its read-ahead is full and looks again only when the
- * partition's broker thread wakes, about once a second: a backlog with a read-ahead that drains
- * in less than that stalled between refills (2,219 events/s with 4 MB, 7,600 with 16 MB). Any
- * request to the broker wakes that thread; a watermark query is a small read-only one. Called
- * after each quarter of the read-ahead consumed, so the queue is refilled long before it runs
- * dry, but only while at least half of it is queued: a caught-up consumer's broker holds the
- * query behind a fetch that waits for data (fetch.wait.max.ms), which delayed events at 200/s
- * (p99 49 instead of 24 ms), and there is nothing to refill. (librdkafka 2.1 has
- * fetch.queue.backoff.ms for this.) */
-static void wake_fetcher(struct kafka_source *ks, const char *topic, int32_t partition,
-                         size_t msg_len)
-{
-    if (rd_kafka_queue_length(ks->queue) * msg_len < 2 * ks->kick_every)
-        return;
-    int64_t lo, hi;
-    rd_kafka_resp_err_t e =
-        rd_kafka_query_watermark_offsets(ks->rk, topic, partition, &lo, &hi, WAKE_TIMEOUT_MS);
-    if (e)
-        log_msg(LOG_LVL_DEBUG, "kafka", "waking the fetcher of %s/%" PRId32 ": %s", topic,
-                partition, rd_kafka_err2str(e));
-    ks->since_kick = 0;
 }
 
 static struct rewind *find_rewind(struct kafka_source *ks, const char *topic, int32_t partition)
@@ -374,7 +448,7 @@ int kafka_source_poll(struct kafka_source *ks, int timeout_ms, struct kafka_msg 
         }
         ks->since_kick += msg->len;
         if (ks->kick_every && ks->since_kick >= ks->kick_every)
-            wake_fetcher(ks, topic, msg->partition, msg->len);
+            wake_fetcher(ks, msg->partition, msg->len);
         m->topic = ks->topic; /* the subscribed topic; outlives the message (drop_payload) */
         m->partition = msg->partition;
         m->offset = msg->offset;
@@ -535,6 +609,7 @@ void kafka_source_close(struct kafka_source *ks)
 {
     if (!ks)
         return;
+    waker_stop(ks);
     rd_kafka_resp_err_t e = rd_kafka_commit(ks->rk, NULL, 0);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_msg(LOG_LVL_WARN, "kafka", "final commit: %s", rd_kafka_err2str(e));
