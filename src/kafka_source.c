@@ -304,8 +304,7 @@ static void waker_start(struct kafka_source *ks)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!ks->has_waker)
         log_msg(LOG_LVL_WARN, "kafka",
-                "cannot start the fetcher's waker thread: a backlog "
-                "drains more slowly");
+                "cannot start the fetcher's waker thread: backlogs drain slower");
 }
 
 /* Before rd_kafka_destroy: the waker may be inside a query. */

@@ -106,12 +106,13 @@ _Static_assert(DNS_NAME_BUFSZ - 1 <= 255, "JT_RECS's c column must hold any reco
     "COALESCE(r.type = j.t AND r.content = j.c, 0), r.disabled, r.ordername, r.auth "              \
     "FROM " JT_REC_FIRST " STRAIGHT_JOIN records r ON " SAME_NAME                                  \
     " AND (j.f = 1 OR (r.type = j.t AND r.content = j.c))"
-/* Only the identical rows, in CAND_SQL's columns, for names many records share (an instance
- * group's). The (name, type) index does not hold the content, so a lookup per record walks
- * every row at its name and type: quadratic in the group's size (50 records of a 1,000-member
- * group took 40 ms). Instead each name's rows are walked once and matched against the records
- * through the key MariaDB builds on a materialised derived table (derived_with_keys; DISTINCT
- * keeps it from being merged away): 2 ms. The statement takes the JSON twice. */
+/* Only the identical rows, in CAND_SQL's columns: for names many of a chunk's records share (an
+ * instance group's), and for plans. The (name, type) index does not hold the content, so a
+ * lookup per record walks every row at its name and type: quadratic in the group's size (50
+ * records of a 1,000-member group took 40 ms). Instead each name's rows are walked once and
+ * matched against the records through the key MariaDB builds on a materialised derived table
+ * (derived_with_keys; DISTINCT keeps it from being merged away): 2 ms. The statement takes the
+ * JSON twice. */
 #define SAME_SQL                                                                                   \
     "SELECT j.k, r.id, r.domain_id, r.name, r.type, r.content, r.ttl, 1, r.disabled, "             \
     "r.ordername, r.auth FROM (SELECT DISTINCT d, n FROM " JT_REC_KEYS ") nm STRAIGHT_JOIN "       \
