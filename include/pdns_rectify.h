@@ -60,13 +60,8 @@ struct pdns_rectify_known {
     size_t nrows;
 };
 
-/* pdns_rectify_names, taking the rows at known's names from known (NULL: reads every name). */
-csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
-                                    long long domain_id, const char *zone, const char *const *names,
-                                    size_t n, const struct pdns_rectify_known *known,
-                                    pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);
-
-/* One zone's share of pdns_rectify_zones: pdns_rectify_names_known's arguments. */
+/* One zone's share of pdns_rectify_zones: pdns_rectify_names's arguments, and optionally the
+ * rows at some of the names, which the rectify then takes from known instead of reading them. */
 struct pdns_rectify_zone {
     long long domain_id;
     const char *zone;
@@ -75,8 +70,8 @@ struct pdns_rectify_zone {
     const struct pdns_rectify_known *known; /* NULL: reads every name */
 };
 
-/* pdns_rectify_names_known for each of zones[0..nzones) in turn, stopping at the first that
- * fails; the zones' keys and metadata are read with one statement for them all. */
+/* pdns_rectify_names for each of zones[0..nzones) in turn, stopping at the first that fails;
+ * the zones' keys and metadata are read with one statement for them all. */
 csp_status pdns_rectify_zones(MYSQL *db, struct pdns_rectify_stmts *stmts,
                               const struct pdns_rectify_zone *zones, size_t nzones,
                               pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen);

@@ -1272,8 +1272,8 @@ csp_status pdns_rectify_names(MYSQL *db, struct pdns_rectify_stmts *stmts, long 
                               const char *zone, const char *const *names, size_t n,
                               pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
 {
-    return pdns_rectify_names_known(db, stmts, domain_id, zone, names, n, NULL, on_ent, ud, err,
-                                    errlen);
+    struct pdns_rectify_zone z = {domain_id, zone, names, n, NULL};
+    return pdns_rectify_zones(db, stmts, &z, 1, on_ent, ud, err, errlen);
 }
 
 /* One zone, its keys and metadata already read into meta. */
@@ -1368,13 +1368,4 @@ csp_status pdns_rectify_zones(MYSQL *db, struct pdns_rectify_stmts *stmts,
     free(ids);
     free(meta);
     return rc;
-}
-
-csp_status pdns_rectify_names_known(MYSQL *db, struct pdns_rectify_stmts *stmts,
-                                    long long domain_id, const char *zone, const char *const *names,
-                                    size_t n, const struct pdns_rectify_known *known,
-                                    pdns_rectify_ent_fn on_ent, void *ud, char *err, size_t errlen)
-{
-    struct pdns_rectify_zone z = {domain_id, zone, names, n, known};
-    return pdns_rectify_zones(db, stmts, &z, 1, on_ent, ud, err, errlen);
 }

@@ -186,7 +186,7 @@ struct zone {
 };
 
 /* A name all of whose rows the open transaction has read, and those rows (enabled ones), for
- * pdns_rectify_names_known. */
+ * pdns_rectify_zones. */
 struct kname {
     long long domain_id;
     char *name; /* lowercase, no trailing dot */
