@@ -1006,14 +1006,6 @@ static void lower_copy(char *out, const char *in, size_t outsz)
     out[i] = '\0';
 }
 
-/* src cut to size - 1 bytes: the store's buffers are as wide as any value it takes. */
-static void copy_str(char *dst, size_t size, const char *src)
-{
-    size_t len = strnlen(src, size - 1);
-    memcpy(dst, src, len);
-    dst[len] = '\0';
-}
-
 /* The decimal text of v at out (which holds INT_TEXT_BUFSZ); returns its length. The store
  * writes thousands of map keys and JSON numbers per batch, where snprintf was a tenth of the
  * writer's CPU. */
@@ -1738,7 +1730,7 @@ static int known_row(struct known *k, size_t name, long long id, const char *typ
     w->domain_id = k->names[name].domain_id;
     w->id = id;
     w->type_null = type == NULL;
-    copy_str(w->type, sizeof w->type, type ? type : "");
+    snprintf(w->type, sizeof w->type, "%s", type ? type : "");
     w->auth = auth;
     if (ord && !(w->ord = strdup(ord)))
         return -1;
@@ -2049,7 +2041,7 @@ static csp_status replay_add(struct pdns_store *st, struct batch *b, struct brec
                        .kn = r->kn};
     row.name = d->name;
     row.content = d->content;
-    copy_str(row.type, sizeof row.type, type);
+    snprintf(row.type, sizeof row.type, "%s", type);
     if (GROW(b->rows, b->nrows, b->rows_cap))
         return plain_fail(CSP_TRANSIENT, err, errlen, "out of memory applying VM %s",
                           b->vms[r->vm].vm_id);
